@@ -1,0 +1,136 @@
+"""Settings: read from the environment once, with a default for every value.
+
+The embedded profile needs no configuration at all: every runtime file lives under
+``MLOPS_HOME`` (``.local/`` in the project by default, git-ignored). The cluster profile is the
+same code with other values (S3 URLs, PostgreSQL, Redis, Kubernetes); see the README's table.
+
+This module imports only the standard library so that DAG files can read settings at parse time
+for free.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from functools import cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+PROFILES = ("embedded", "cluster")
+TRAINING_BACKENDS = ("local", "kubernetes")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the project cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the project. Field names are the environment variables, lower-cased."""
+
+    profile: str
+    home: Path
+    landing_url: str
+    lake_url: str
+    quarantine_url: str
+    reports_url: str
+    s3_endpoint_url: str | None
+    seed: int
+    # MLflow
+    mlflow_tracking_uri: str
+    mlflow_artifact_url: str
+    model_name: str
+    # Feast
+    feast_repo: Path
+    feast_registry: str
+    feast_online_path: str
+    redis_url: str
+    # Training
+    training_backend: str
+    training_image: str
+    k8s_namespace: str
+    k8s_gpu_node_selector: str
+    k8s_gpu_toleration: str
+    k8s_secret_name: str
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.profile == "cluster"
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as ``MLOPS_*`` variables, to hand to a subprocess or a pod unchanged."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            key = "MLFLOW_TRACKING_URI" if f.name == "mlflow_tracking_uri" else f"MLOPS_{f.name.upper()}"
+            env[key] = str(value)
+        return env
+
+
+def _env(environ: Mapping[str, str], name: str, default: str) -> str:
+    value = environ.get(name, "")
+    return value if value.strip() else default
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default: the process environment)."""
+    environ = os.environ if environ is None else environ
+
+    profile = _env(environ, "MLOPS_PROFILE", "embedded").lower()
+    if profile not in PROFILES:
+        raise SettingsError(f"MLOPS_PROFILE={profile!r}: expected one of {', '.join(PROFILES)}")
+
+    home = Path(_env(environ, "MLOPS_HOME", str(PROJECT_ROOT / ".local"))).expanduser().resolve()
+
+    def url(name: str, default: Path | str) -> str:
+        return _env(environ, name, str(default)).rstrip("/")
+
+    backend = _env(environ, "MLOPS_TRAINING_BACKEND", "local").lower()
+    if backend not in TRAINING_BACKENDS:
+        raise SettingsError(
+            f"MLOPS_TRAINING_BACKEND={backend!r}: expected one of {', '.join(TRAINING_BACKENDS)}"
+        )
+
+    seed_text = _env(environ, "MLOPS_SEED", "7")
+    try:
+        seed = int(seed_text)
+    except ValueError:
+        raise SettingsError(f"MLOPS_SEED={seed_text!r} is not an integer") from None
+
+    endpoint = _env(environ, "MLOPS_S3_ENDPOINT_URL", environ.get("AWS_ENDPOINT_URL", "")) or None
+
+    return Settings(
+        profile=profile,
+        home=home,
+        landing_url=url("MLOPS_LANDING_URL", home / "landing"),
+        lake_url=url("MLOPS_LAKE_URL", home / "lake"),
+        quarantine_url=url("MLOPS_QUARANTINE_URL", home / "quarantine"),
+        reports_url=url("MLOPS_REPORTS_URL", home / "reports"),
+        s3_endpoint_url=endpoint,
+        seed=seed,
+        mlflow_tracking_uri=_env(
+            environ, "MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        ),
+        mlflow_artifact_url=url("MLOPS_MLFLOW_ARTIFACT_URL", home / "mlflow" / "artifacts"),
+        model_name=_env(environ, "MLOPS_MODEL_NAME", "card_fraud"),
+        feast_repo=Path(_env(environ, "MLOPS_FEAST_REPO", str(PROJECT_ROOT / "feature_repo"))),
+        feast_registry=_env(environ, "MLOPS_FEAST_REGISTRY", str(home / "feast" / "registry.db")),
+        feast_online_path=_env(environ, "MLOPS_FEAST_ONLINE_PATH", str(home / "feast" / "online.db")),
+        redis_url=_env(environ, "MLOPS_REDIS_URL", "127.0.0.1:6379"),
+        training_backend=backend,
+        training_image=_env(environ, "MLOPS_TRAINING_IMAGE", "card-fraud-mlops:latest"),
+        k8s_namespace=_env(environ, "MLOPS_K8S_NAMESPACE", "mlops"),
+        k8s_gpu_node_selector=_env(environ, "MLOPS_K8S_GPU_NODE_SELECTOR", "nvidia.com/gpu.present=true"),
+        k8s_gpu_toleration=_env(environ, "MLOPS_K8S_GPU_TOLERATION", "nvidia.com/gpu=present:NoSchedule"),
+        k8s_secret_name=_env(environ, "MLOPS_K8S_SECRET_NAME", "mlops-credentials"),
+    )
+
+
+@cache
+def settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
