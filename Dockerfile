@@ -1,0 +1,28 @@
+# The project's Airflow image (`astro dev start` builds it) and, unchanged, the training image the
+# KubernetesPodOperator runs (`python -m include.mlops train ...`).
+#
+# Astro Runtime 3.3 carries Airflow 3.3; the `-base` variant has no ONBUILD steps, so what goes
+# into the image is spelled out here. Python 3.11 matches the lock (requirements.txt).
+ARG RUNTIME_IMAGE=astrocrpublic.azurecr.io/runtime:3.3-2-python-3.11-base
+FROM ${RUNTIME_IMAGE}
+
+ENV AIRFLOW_HOME=/usr/local/airflow \
+    PYTHONPATH=/usr/local/airflow \
+    MLOPS_PROFILE=cluster \
+    MLOPS_HOME=/tmp/mlops
+WORKDIR /usr/local/airflow
+
+# The complete lock, compiled to bytecode at install time: every task re-imports the heavy
+# libraries, and compiling them on each import doubles task start-up.
+COPY --chown=astro:0 requirements.txt ./requirements.txt
+RUN pip install --no-cache-dir --compile -r requirements.txt \
+ && python -c "import importlib.metadata as m, re; \
+lock = re.search(r'^apache-airflow==(\S+)$', open('requirements.txt').read(), re.M).group(1); \
+have = m.version('apache-airflow'); \
+assert have == lock, f'image has Airflow {have}, lock says {lock}'"
+
+# The project itself (see .dockerignore for what stays out: environments, runtime state).
+COPY --chown=astro:0 . .
+
+# Non-root, as the training pod's security context requires.
+USER astro

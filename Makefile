@@ -1,0 +1,64 @@
+# Every target is documented in README.md ("Make targets").
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install lock demo up down airflow test test-fast lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+# The stamp is newer than both locks once they are installed, so a second `make install` is a no-op.
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(UV)
+	test -x $(PY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	$(UV) pip sync --python $(PY) --compile-bytecode requirements.txt requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed ## create .venv from the locks (bytecode compiled at install time)
+
+lock: | $(UV) ## re-resolve requirements.txt and requirements-dev.txt from the .in files
+	$(UV) pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		requirements.in -o requirements.txt
+	$(UV) pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		requirements-dev.in -o requirements-dev.txt
+
+demo: install ## the main job: simulate days and run the pipeline under a local Airflow scheduler
+	$(PY) -m include.mlops demo $(ARGS)
+
+up: install ## start the local Airflow (UI, scheduler, DAG processor, triggerer) in the background
+	$(PY) -m include.mlops.local_airflow up
+
+down: ## stop everything `make up` started
+	@test -x $(PY) && $(PY) -m include.mlops.local_airflow down || true
+
+airflow: install ## any Airflow CLI command on the local Airflow home: make airflow ARGS='dags list'
+	$(PY) -m include.mlops.local_airflow run -- $(ARGS)
+
+test: install ## every test tier (unit, DAG integrity, integration, end to end): what CI runs
+	$(VENV)/bin/pytest $(ARGS)
+
+test-fast: install ## unit and DAG-integrity tiers only
+	$(VENV)/bin/pytest tests/unit tests/dags $(ARGS)
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install ## benchmarks: print and save figures (never pass/fail on time)
+	$(PY) -m include.mlops bench $(ARGS)
+
+clean: down ## remove runtime state (.local/) but keep the environment
+	rm -rf .local

@@ -1,0 +1,57 @@
+"""
+### ingest_labels
+
+Lands one day of fraud labels (chargebacks and settlements) in the lake, gated by Great Expectations.
+
+* **Schedule**: daily at 00:00 UTC for the day before (partition key `YYYY-MM-DD`). History is
+  processed with a backfill from the UI (or `POST /api/v2/backfills`), one run per day.
+* **wait_for_drop**: a deferrable sensor waits for `labels/dt=DAY/_SUCCESS` in the
+  landing zone (`MLOPS_LANDING_URL`, a folder or an `s3://` prefix).
+* **validate_and_land**: validates the drop with the suite derived from the schema, then writes
+  `MLOPS_LAKE_URL/labels/dt=DAY/` atomically (a rerun replaces the day) and emits the
+  `lake_labels` asset for that partition. A bad drop is quarantined with its report under
+  `MLOPS_QUARANTINE_URL` and the task fails with what failed and where the report is; landing
+  files are never touched.
+
+Debug one day: `make airflow ARGS='dags test ingest_labels 2026-01-05'`.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import CronPartitionTimetable, Param, dag, task
+
+from include.mlops.orchestration import START_DATE, dataset_asset, default_args, landing_sensor
+
+DATASET = "labels"
+
+
+@dag(
+    schedule=CronPartitionTimetable("0 0 * * *", timezone="UTC", run_offset=-1, key_format="%Y-%m-%d"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=4,
+    default_args=default_args(),
+    params={"day": Param(None, type=["null", "string"], format="date", description="Day to ingest")},
+    tags=["mlops", "ingestion", "great-expectations"],
+    doc_md=__doc__,
+)
+def ingest_labels():
+    @task(outlets=[dataset_asset(DATASET)], pool="mlops_heavy")
+    def validate_and_land(**context) -> dict:
+        """Validate the day's drop and land it in the lake, or quarantine it."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.mlops.ingest import DropRejected, ingest_day
+        from include.mlops.orchestration import run_day
+
+        try:
+            result = ingest_day(DATASET, run_day(context))
+        except DropRejected as exc:
+            # Retrying cannot fix a bad drop: fail at once with the operator's message.
+            raise AirflowFailException(str(exc)) from exc
+        return result.as_dict()
+
+    landing_sensor(DATASET) >> validate_and_land()
+
+
+ingest_labels()

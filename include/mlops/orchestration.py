@@ -1,0 +1,81 @@
+"""Glue between the DAG files and the package: assets, the day a run works on, landing sensors.
+
+Imported by DAG files at parse time, so it imports only ``airflow.sdk`` and the standard library
+at module level; operators from providers are imported when a DAG asks for them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset
+
+from include.mlops.settings import settings
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+
+OWNER = "ml-platform"
+START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+# The run's day, as a Jinja expression: the partition key of a partitioned run, else the `day`
+# param of a manual run, else the logical date (what `airflow dags test DAG YYYY-MM-DD` gives).
+DAY_TEMPLATE = "{{ dag_run.partition_key or params.day or ds }}"
+
+
+def default_args(**overrides: Any) -> dict[str, Any]:
+    """Retries and ownership shared by every DAG."""
+    args: dict[str, Any] = {
+        "owner": OWNER,
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+    }
+    args.update(overrides)
+    return args
+
+
+def _asset_uri(url: str) -> str:
+    return url if "://" in url else f"file://{url}"
+
+
+def dataset_asset(dataset: str) -> Asset:
+    """The lake asset of a validated dataset (one partition per day)."""
+    return Asset(name=f"lake_{dataset}", uri=_asset_uri(f"{settings().lake_url}/{dataset}"))
+
+
+def run_day(context: Any) -> dt.date:
+    """The day a task run works on: partition key, else the ``day`` param, else the logical date."""
+    dag_run = context.get("dag_run")
+    key = getattr(dag_run, "partition_key", None) or context.get("partition_key")
+    if not key:
+        key = (context.get("params") or {}).get("day")
+    if key:
+        try:
+            return dt.date.fromisoformat(str(key)[:10])
+        except ValueError:
+            raise ValueError(f"partition key / day param {key!r} is not a YYYY-MM-DD day") from None
+    logical = context.get("logical_date")
+    if logical is None:
+        raise ValueError("this run has no partition key, no `day` param and no logical date")
+    return logical.date()
+
+
+def landing_sensor(dataset: str, **kwargs: Any) -> BaseOperator:
+    """A deferrable sensor on the day's ``_SUCCESS`` marker, for a local or an S3 landing zone.
+
+    Deferrable sensors wait in the triggerer and hold no worker slot while a drop is late.
+    """
+    marker = f"{settings().landing_url}/{dataset}/dt={DAY_TEMPLATE}/_SUCCESS"
+    kwargs.setdefault("task_id", "wait_for_drop")
+    kwargs.setdefault("poke_interval", 30)
+    kwargs.setdefault("timeout", dt.timedelta(hours=12).total_seconds())
+    kwargs.setdefault("doc_md", f"Waits (deferred, no worker slot) for `{marker}`.")
+    if marker.startswith("s3://"):
+        from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+
+        return S3KeySensor(bucket_key=marker, aws_conn_id="aws_default", deferrable=True, **kwargs)
+    from airflow.providers.standard.sensors.filesystem import FileSensor
+
+    return FileSensor(filepath=marker, fs_conn_id="fs_default", deferrable=True, **kwargs)

@@ -1,0 +1,82 @@
+"""Fixtures shared by every tier.
+
+Service addresses come from the environment (``.ci/run`` sets them); a test that needs a service
+that is not configured skips with the reason. The S3 API server is moto's, started on loopback by
+the fixture when ``MLOPS_TEST_S3_ENDPOINT_URL`` does not name one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+
+from include.mlops import settings as settings_module
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+@pytest.fixture
+def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty MLOPS_HOME for one test; the settings cache is reset around it."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    for name in ("MLOPS_LANDING_URL", "MLOPS_LAKE_URL", "MLOPS_QUARANTINE_URL", "MLOPS_REPORTS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    settings_module.settings.cache_clear()
+    yield home
+    settings_module.settings.cache_clear()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """The URL of an S3 API server on loopback: the configured one, or moto's server started here."""
+    configured = os.environ.get("MLOPS_TEST_S3_ENDPOINT_URL")
+    if configured:
+        yield configured
+        return
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the S3 server, with the client settings pointing at it."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("MLOPS_S3_ENDPOINT_URL", s3_endpoint)
+    settings_module.settings.cache_clear()
+    name = f"mlops-test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Airflow reads its configuration on import: give the test process a throwaway home so that
+    # nothing is written into the project or a user's ~/airflow.
+    import tempfile
+
+    if "AIRFLOW_HOME" not in os.environ:
+        os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="mlops-airflow-test-")
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
