@@ -13,6 +13,7 @@ what ``up`` started, task processes included.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -140,6 +141,8 @@ def apply_settings(path: Path = PROJECT_ROOT / "airflow_settings.yaml") -> dict[
     Runs inside a process that has the local Airflow environment (see ``airflow_env``).
     """
     import yaml
+
+    # The ORM models, not the Task SDK's: this writes the metadata DB directly, as the CLI does.
     from airflow.models import Connection, Pool, Variable
     from airflow.utils.session import create_session
 
@@ -148,10 +151,10 @@ def apply_settings(path: Path = PROJECT_ROOT / "airflow_settings.yaml") -> dict[
     with create_session() as session:
         for item in spec.get("connections") or []:
             conn_id = item["conn_id"]
-            session.query(Connection).filter(Connection.conn_id == conn_id).delete()
+            session.query(Connection).filter(Connection.conn_id == conn_id).delete()  # noqa: AIR311
             extra = item.get("conn_extra")
             session.add(
-                Connection(
+                Connection(  # noqa: AIR311
                     conn_id=conn_id,
                     conn_type=item.get("conn_type"),
                     host=item.get("conn_host"),
@@ -174,7 +177,7 @@ def apply_settings(path: Path = PROJECT_ROOT / "airflow_settings.yaml") -> dict[
             )
             counts["pools"] += 1
         for item in spec.get("variables") or []:
-            Variable.set(item["variable_name"], item.get("variable_value"), session=session)
+            Variable.set(item["variable_name"], item.get("variable_value"), session=session)  # noqa: AIR311
             counts["variables"] += 1
     return counts
 
@@ -195,7 +198,8 @@ def wait_healthy(timeout: float = 90.0) -> dict:
         dead = [c for c in COMPONENTS if c not in running()]
         if dead:
             raise RuntimeError(
-                f"Airflow component(s) {', '.join(dead)} exited; see {airflow_home() / 'logs'}/<component>.log"
+                f"Airflow component(s) {', '.join(dead)} exited; "
+                f"see {airflow_home() / 'logs'}/<component>.log"
             )
         time.sleep(1.0)
     raise TimeoutError(f"Airflow was not healthy after {timeout:.0f}s (last answer: {last})")
@@ -254,10 +258,8 @@ def down(timeout: float = 30.0) -> list[str]:
     while time.monotonic() < deadline and running():
         time.sleep(0.5)
     for component, pid in running().items():
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         print(f"{component} did not stop in {timeout:.0f}s and was killed", file=sys.stderr)
     for component in COMPONENTS:
         _pid_file(component).unlink(missing_ok=True)

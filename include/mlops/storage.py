@@ -118,4 +118,3 @@ def delete(loc: Location) -> None:
         loc.fs.delete_dir(loc.path)
     elif info.type == pafs.FileType.File:
         loc.fs.delete_file(loc.path)
-

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from include.mlops.settings import PROJECT_ROOT, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_embedded_defaults_need_no_environment():
@@ -24,8 +27,15 @@ def test_embedded_defaults_need_no_environment():
 
 def test_every_runtime_default_lives_under_mlops_home(tmp_path: Path):
     s = load_settings({"MLOPS_HOME": str(tmp_path)})
-    runtime = [s.landing_url, s.lake_url, s.quarantine_url, s.reports_url, s.mlflow_artifact_url,
-               s.feast_registry, s.feast_online_path]
+    runtime = [
+        s.landing_url,
+        s.lake_url,
+        s.quarantine_url,
+        s.reports_url,
+        s.mlflow_artifact_url,
+        s.feast_registry,
+        s.feast_online_path,
+    ]
     for value in runtime:
         assert value.startswith(str(tmp_path)), value
     # The default home is the git-ignored .local/, never another folder of the source tree.
