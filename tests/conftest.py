@@ -33,7 +33,33 @@ def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     settings_module.settings.cache_clear()
 
 
-def _free_port() -> int:
+def service_url(variable: str, what: str) -> str:
+    """The address of a service from the environment, or a visible skip (a failure in CI).
+
+    ``.ci/run`` sets ``MLOPS_REQUIRE_SERVICES=1`` so that a missing service fails loudly there.
+    """
+    url = os.environ.get(variable)
+    if url:
+        return url
+    message = f"{what} not configured: set {variable} to run this test"
+    if os.environ.get("MLOPS_REQUIRE_SERVICES"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL server URL (``MLOPS_TEST_POSTGRES_URL``)."""
+    return service_url("MLOPS_TEST_POSTGRES_URL", "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis server URL (``MLOPS_TEST_REDIS_URL``)."""
+    return service_url("MLOPS_TEST_REDIS_URL", "Redis")
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -48,7 +74,7 @@ def s3_endpoint() -> Iterator[str]:
         return
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

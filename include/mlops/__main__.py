@@ -41,6 +41,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from include.mlops.demo import main
+
+    return main(args.rest)
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
     from include.mlops.settings import settings
 
@@ -62,13 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", default=None, help="landing URL (default MLOPS_LANDING_URL)")
     sim.set_defaults(func=_cmd_simulate)
 
+    demo = commands.add_parser(
+        "demo", help="run the pipeline on simulated days under a local Airflow", add_help=False
+    )
+    demo.add_argument("rest", nargs=argparse.REMAINDER, help="options of the demo (--help for them)")
+    demo.set_defaults(func=_cmd_demo)
+
     show = commands.add_parser("settings", help="print the effective settings as environment variables")
     show.set_defaults(func=_cmd_settings)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "demo":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "demo":
+        args.rest = [*args.rest, *unknown]
     return args.func(args)
 
 

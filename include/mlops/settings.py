@@ -41,6 +41,7 @@ class Settings:
     reports_url: str
     s3_endpoint_url: str | None
     seed: int
+    sensor_poke_seconds: int
     # MLflow
     mlflow_tracking_uri: str
     mlflow_artifact_url: str
@@ -98,11 +99,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"MLOPS_TRAINING_BACKEND={backend!r}: expected one of {', '.join(TRAINING_BACKENDS)}"
         )
 
-    seed_text = _env(environ, "MLOPS_SEED", "7")
-    try:
-        seed = int(seed_text)
-    except ValueError:
-        raise SettingsError(f"MLOPS_SEED={seed_text!r} is not an integer") from None
+    def integer(name: str, default: int) -> int:
+        text = _env(environ, name, str(default))
+        try:
+            return int(text)
+        except ValueError:
+            raise SettingsError(f"{name}={text!r} is not an integer") from None
 
     endpoint = _env(environ, "MLOPS_S3_ENDPOINT_URL", environ.get("AWS_ENDPOINT_URL", "")) or None
 
@@ -114,7 +116,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         quarantine_url=url("MLOPS_QUARANTINE_URL", home / "quarantine"),
         reports_url=url("MLOPS_REPORTS_URL", home / "reports"),
         s3_endpoint_url=endpoint,
-        seed=seed,
+        seed=integer("MLOPS_SEED", 7),
+        sensor_poke_seconds=integer("MLOPS_SENSOR_POKE_SECONDS", 30),
         mlflow_tracking_uri=_env(
             environ, "MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
         ),

@@ -1,0 +1,56 @@
+"""
+### materialize_features
+
+Turns one validated day of transactions into features, offline and online.
+
+* **Runs when**: the `lake_transactions` asset gets a partition (one run per day, with that
+  day's partition key), so a backfill of `ingest_transactions` fans out here day by day.
+* **compute_features**: reads that day from the lake (plus small daily summaries of the
+  previous 30 days, so the cost does not grow with history) and writes the customer and merchant
+  feature snapshots for the end of the day, point-in-time correct, atomically.
+* **materialize**: `store.materialize(start, end)` for exactly that day's snapshot interval into
+  the Feast online store (never `materialize_incremental(now)`), then emits the `features` asset
+  for the day. A rerun gives the same stores.
+
+Rerun one day: `POST /api/v2/dags/materialize_features/dagRuns` with
+`{"logical_date": null, "partition_key": "YYYY-MM-DD"}`, or clear the task in the UI.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, PartitionedAssetTimetable, dag, task
+
+from include.mlops.orchestration import START_DATE, dataset_asset, default_args, features_asset
+
+
+@dag(
+    schedule=PartitionedAssetTimetable(assets=dataset_asset("transactions")),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    params={"day": Param(None, type=["null", "string"], format="date", description="Day to compute")},
+    tags=["mlops", "features", "feast"],
+    doc_md=__doc__,
+)
+def materialize_features():
+    @task(pool="mlops_heavy")
+    def compute_features(**context) -> dict:
+        """Compute the day's customer and merchant feature snapshots from the lake."""
+        from include.mlops.features import compute_features_for_day
+        from include.mlops.orchestration import run_day
+
+        return compute_features_for_day(run_day(context))
+
+    @task(outlets=[features_asset()], pool="mlops_heavy")
+    def materialize(**context) -> dict:
+        """Load the day's snapshots into the online store for exactly that interval."""
+        from include.mlops.features import materialize_day
+        from include.mlops.orchestration import run_day
+
+        return materialize_day(run_day(context))
+
+    compute_features() >> materialize()
+
+
+materialize_features()

@@ -1,0 +1,87 @@
+"""
+### train_model
+
+Trains the fraud model, judges it against the one in production, and promotes it only if it wins.
+
+* **Runs when**: nightly at 02:00 UTC, and whenever `monitor_drift` triggers it with the drift as
+  its `reason` (under a cooldown). One run at a time.
+* **train**: `python -m include.mlops train ...` builds the training set from Feast
+  (`get_historical_features` over a trailing window of fully labelled days), trains XGBoost (on
+  the GPU when there is one), logs everything to MLflow and registers the version as
+  `challenger`. With `MLOPS_TRAINING_BACKEND=kubernetes` the same command runs in a
+  KubernetesPodOperator pod on the GPU node pool; with `local` (default) as a subprocess.
+* **evaluate_and_promote**: challenger vs champion on the same out-of-time days (PR-AUC and
+  recall at 1% FPR with bootstrap intervals); the `champion` alias moves only when the policy
+  says so, and the decision is recorded on the version.
+* **rollback**: with the `rollback_to` param set, no training happens: `champion` moves back to
+  that version, with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
+
+from include.mlops.orchestration import START_DATE, default_args, model_asset
+from include.mlops.settings import settings
+from include.mlops.training_backend import TRAINING_ARGV, kubernetes_training_operator
+
+
+@dag(
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    dagrun_timeout=dt.timedelta(hours=6),
+    params={
+        "reason": Param("nightly schedule", type="string", description="Why this run trains"),
+        "as_of": Param(None, type=["null", "string"], format="date", description="Train as of this day"),
+        "window_days": Param(14, type="integer", minimum=3, description="Labelled days to train on"),
+        "oot_days": Param(3, type="integer", minimum=1, description="Out-of-time days to judge on"),
+        "rollback_to": Param(None, type=["null", "integer"], description="Roll champion back to it"),
+    },
+    tags=["mlops", "training", "mlflow", "gpu"],
+    doc_md=__doc__,
+)
+def train_model():
+    @task.branch
+    def choose(**context) -> str:
+        """Roll back when asked to, train otherwise."""
+        return "rollback" if context["params"].get("rollback_to") else "train"
+
+    if settings().training_backend == "kubernetes":
+        train = kubernetes_training_operator(task_id="train", pool="mlops_training")
+    else:
+
+        @task(task_id="train", pool="mlops_training")
+        def train_locally(argv: list[str]) -> None:
+            """Run the training entrypoint as a local process (same argv as the pod)."""
+            from include.mlops.training_backend import run_local_training
+
+            run_local_training(argv)
+
+        train = train_locally(TRAINING_ARGV)
+
+    @task(outlets=[model_asset()], pool="mlops_heavy")
+    def evaluate_and_promote(**context) -> dict:
+        """Compare this run's challenger with the champion and move the alias if it wins."""
+        from include.mlops.promotion import evaluate_and_promote_run
+
+        return evaluate_and_promote_run(airflow_run_id=context["run_id"])
+
+    @task(outlets=[model_asset()])
+    def rollback(**context) -> dict:
+        """Move `champion` back to the requested version, recording the reason."""
+        from include.mlops.promotion import rollback as rollback_champion
+
+        params = context["params"]
+        return rollback_champion(int(params["rollback_to"]), reason=params["reason"])
+
+    branch = choose()
+    branch >> train >> evaluate_and_promote()
+    branch >> rollback()
+
+
+train_model()
