@@ -47,6 +47,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return main(args.rest)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from include.mlops.training import train
+
+    result = train(
+        as_of=args.as_of,
+        window_days=args.window_days,
+        oot_days=args.oot_days,
+        reason=args.reason,
+        airflow_run_id=args.airflow_run_id,
+    )
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from include.mlops.promotion import rollback
+
+    print(json.dumps(rollback(args.version, reason=args.reason), indent=2, default=str))
+    return 0
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
     from include.mlops.settings import settings
 
@@ -73,6 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("rest", nargs=argparse.REMAINDER, help="options of the demo (--help for them)")
     demo.set_defaults(func=_cmd_demo)
+
+    train = commands.add_parser("train", help="train, log and register a challenger (both backends run this)")
+    train.add_argument("--as-of", type=_date, required=True, help="train with the data known on this day")
+    train.add_argument("--window-days", type=int, default=14, help="fully labelled days to train on")
+    train.add_argument("--oot-days", type=int, default=3, help="out-of-time days to evaluate on")
+    train.add_argument("--reason", default="manual", help="why this training runs (an MLflow tag)")
+    train.add_argument("--airflow-run-id", default=None, help="the Airflow run that started it")
+    train.set_defaults(func=_cmd_train)
+
+    rollback = commands.add_parser("rollback", help="move the champion alias back to an earlier version")
+    rollback.add_argument("version", type=int, help="the registered model version to serve again")
+    rollback.add_argument("--reason", required=True, help="why (recorded on the model)")
+    rollback.set_defaults(func=_cmd_rollback)
 
     show = commands.add_parser("settings", help="print the effective settings as environment variables")
     show.set_defaults(func=_cmd_settings)

@@ -53,6 +53,16 @@ def features_asset() -> Asset:
     return _asset("features", "features", f"{settings().lake_url}/features")
 
 
+def predictions_asset() -> Asset:
+    """The day's scores by the champion (and the shadow challenger)."""
+    return _asset("predictions", "lake/predictions", f"{settings().lake_url}/predictions")
+
+
+def drift_asset() -> Asset:
+    """The day's drift verdict and report."""
+    return _asset("drift_signal", "monitoring/drift", f"{settings().reports_url}/drift")
+
+
 def model_asset() -> Asset:
     """The registered model; an event means the champion alias was (re)considered."""
     return _asset("model", f"models/{settings().model_name}", f"models:/{settings().model_name}@champion")
