@@ -39,17 +39,9 @@ def ingest_labels():
     @task(outlets=[dataset_asset(DATASET)], pool="mlops_heavy")
     def validate_and_land(**context) -> dict:
         """Validate the day's drop and land it in the lake, or quarantine it."""
-        from airflow.sdk.exceptions import AirflowFailException
+        from include.mlops.orchestration import land_day
 
-        from include.mlops.ingest import DropRejected, ingest_day
-        from include.mlops.orchestration import run_day
-
-        try:
-            result = ingest_day(DATASET, run_day(context))
-        except DropRejected as exc:
-            # Retrying cannot fix a bad drop: fail at once with the operator's message.
-            raise AirflowFailException(str(exc)) from exc
-        return result.as_dict()
+        return land_day(DATASET, context)
 
     landing_sensor(DATASET) >> validate_and_land()
 

@@ -48,7 +48,7 @@ def monitor_drift():
         return bool(verdict.get("retrain"))
 
     verdict = check_drift()
-    retrain = TriggerDagRunOperator(
+    retrain_on_drift = TriggerDagRunOperator(
         task_id="retrain_on_drift",
         trigger_dag_id="train_model",
         conf={
@@ -57,7 +57,7 @@ def monitor_drift():
         },
         wait_for_completion=False,
     )
-    drift_calls_for_retraining(verdict) >> retrain
+    drift_calls_for_retraining(verdict) >> retrain_on_drift
 
 
 monitor_drift()

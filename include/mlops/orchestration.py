@@ -102,3 +102,23 @@ def landing_sensor(dataset: str, **kwargs: Any) -> BaseOperator:
     from airflow.providers.standard.sensors.filesystem import FileSensor
 
     return FileSensor(filepath=marker, fs_conn_id="fs_default", deferrable=True, **kwargs)
+
+
+def land_day(dataset: str, context: Any) -> dict:
+    """Task body of the ingestion DAGs: validate and land the run's day, linking its Data Docs.
+
+    A rejected drop fails at once (no retries: retrying cannot fix the data) with the operator's
+    message; its quarantine Data Docs are linked from the task all the same.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.mlops import links
+    from include.mlops.ingest import DropRejected, ingest_day
+
+    try:
+        result = ingest_day(dataset, run_day(context))
+    except DropRejected as exc:
+        links.push(context, **{links.DATA_DOCS: links.ui_path(exc.docs_url or exc.report_url)})
+        raise AirflowFailException(str(exc)) from exc
+    links.push(context, **{links.DATA_DOCS: links.ui_path(result.docs_url)})
+    return result.as_dict()

@@ -118,3 +118,15 @@ def delete(loc: Location) -> None:
         loc.fs.delete_dir(loc.path)
     elif info.type == pafs.FileType.File:
         loc.fs.delete_file(loc.path)
+
+
+def list_entries(loc: Location) -> list[str]:
+    """Names directly under a folder (sub-folders end with ``/``), sorted; hidden names left out."""
+    info = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
+    names = []
+    for item in info:
+        name = item.path.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith("."):
+            continue
+        names.append(name + "/" if item.type == pafs.FileType.Directory else name)
+    return sorted(names)

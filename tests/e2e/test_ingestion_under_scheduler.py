@@ -66,3 +66,24 @@ def test_sensor_defers_until_the_marker_lands_then_the_day_is_ingested(airflow_s
     landed = pq.read_table(files[0].path)
     assert landed.num_rows == table.num_rows
     assert landed.schema.names == TRANSACTIONS.names
+
+
+def test_the_landed_day_links_its_data_docs_in_one_click(airflow_stack):
+    """The validate task's "GX Data Docs" extra link opens the day's Data Docs from the API server."""
+    import urllib.request
+
+    stack = airflow_stack
+    key = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+    runs = [r for r in stack.client.dag_runs("ingest_transactions") if r.get("partition_key") == key]
+    assert runs and runs[-1]["state"] == "success", "run the sensor test first (same module)"
+    run_id = urllib.request.quote(runs[-1]["dag_run_id"], safe="")
+    answer = stack.client.get(
+        f"/api/v2/dags/ingest_transactions/dagRuns/{run_id}/taskInstances/validate_and_land/links"
+    )
+    link = answer["extra_links"]["GX Data Docs"]
+    assert link and link.startswith("/mlops/reports/validation/transactions/"), answer
+    assert answer["extra_links"]["MLflow run"] is None
+    with urllib.request.urlopen(stack.base_url + link, timeout=30) as resp:
+        page = resp.read().decode()
+    assert resp.status == 200 and "<html" in page.lower()
+    assert key in page or "transactions" in page
