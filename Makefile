@@ -8,7 +8,7 @@ UV := .tools/bin/uv
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock demo up down airflow test test-fast lint format bench clean
+.PHONY: help install lock demo up down airflow mlflow test test-fast lint format bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ down: ## stop everything `make up` started
 
 airflow: install ## any Airflow CLI command on the local Airflow home: make airflow ARGS='dags list'
 	$(PY) -m include.mlops.local_airflow run -- $(ARGS)
+
+mlflow: install ## serve the MLflow UI on http://127.0.0.1:5000 (embedded tracking store)
+	$(PY) -m include.mlops mlflow-ui $(ARGS)
 
 test: install ## every test tier (unit, DAG integrity, integration, end to end): what CI runs
 	$(VENV)/bin/pytest $(ARGS)

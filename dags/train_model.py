@@ -3,7 +3,7 @@
 
 Trains the fraud model, judges it against the one in production, and promotes it only if it wins.
 
-* **Runs when**: nightly at 02:00 UTC, and whenever `monitor_drift` triggers it with the drift as
+* **Runs when**: nightly at 02:00 UTC (`MLOPS_TRAIN_CRON`), and whenever `monitor_drift` triggers it with the drift as
   its `reason` (under a cooldown). One run at a time.
 * **train**: `python -m include.mlops train ...` builds the training set from Feast
   (`get_historical_features` over a trailing window of fully labelled days), trains XGBoost (on
@@ -29,7 +29,8 @@ from include.mlops.training_backend import TRAINING_ARGV, kubernetes_training_op
 
 
 @dag(
-    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
+    # MLOPS_TRAIN_CRON=none leaves only drift-triggered and manual runs (the demo replays history).
+    schedule=CronTriggerTimetable(settings().train_cron, timezone="UTC") if settings().train_cron else None,
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

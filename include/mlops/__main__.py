@@ -68,6 +68,22 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mlflow_ui(args: argparse.Namespace) -> int:
+    import os
+
+    from include.mlops.settings import settings
+
+    s = settings()
+    command = [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", s.mlflow_tracking_uri,
+        "--host", "127.0.0.1", "--port", str(args.port),
+    ]  # fmt: skip
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (tracking {s.mlflow_tracking_uri}); Ctrl-C stops it")
+    os.execv(sys.executable, command)
+    return 0
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
     from include.mlops.settings import settings
 
@@ -107,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("version", type=int, help="the registered model version to serve again")
     rollback.add_argument("--reason", required=True, help="why (recorded on the model)")
     rollback.set_defaults(func=_cmd_rollback)
+
+    ui = commands.add_parser("mlflow-ui", help="serve the MLflow UI on the embedded tracking store")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=_cmd_mlflow_ui)
 
     show = commands.add_parser("settings", help="print the effective settings as environment variables")
     show.set_defaults(func=_cmd_settings)

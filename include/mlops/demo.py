@@ -1,35 +1,57 @@
 """The main job on the embedded profile: ``make demo``.
 
-Simulates a few weeks of days into the landing zone (the last of them yesterday, as if the
-platform went live today with that history), starts the local Airflow, unpauses the pipeline and
-backfills the history through the REST API, then lets the scheduler do the work. It prints
-progress while it runs and a per-day summary at the end, and exits non-zero if any run failed.
+Replays a few weeks of card payments through the whole pipeline under a real local Airflow
+scheduler, as if the platform went live today with that history:
+
+1. **simulate** ``--days`` days ending yesterday into the landing zone, with drift from the
+   ``--drift-day``-th day;
+2. **ingest**: unpause the pipeline and backfill both ingestion DAGs through the REST API; each
+   landed day fans out to ``materialize_features`` through its partitioned asset;
+3. **first model**: trigger ``train_model`` as of the day before the drift (labels arrive up to
+   5 days late, so it learns from the days that were fully labelled then) and let the policy
+   promote it;
+4. **score and monitor**: trigger ``score_transactions`` for each day after that; each scored day
+   fans out to ``monitor_drift``, which triggers ``train_model`` with the reason when drift
+   passes the policy (once, under the cooldown), and the promotion decision follows.
+
+It prints progress while it runs, a per-day summary table at the end, where the reports are and
+how to open the Airflow and MLflow UIs, and exits non-zero if any stage failed. The nightly
+training cron is switched off (``MLOPS_TRAIN_CRON=none``) in the Airflow it starts, so that every
+training in the replay is one the story asks for.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from include.mlops import local_airflow
 from include.mlops.settings import settings
 
-# The DAGs the demo drives, in pipeline order. Producers are backfilled; consumers follow their
-# assets under the scheduler.
 PRODUCERS = ("ingest_transactions", "ingest_labels")
+PIPELINE = (*PRODUCERS, "materialize_features", "score_transactions", "monitor_drift", "train_model")
 TERMINAL = {"success", "failed"}
 
 
 @dataclass
 class DemoPlan:
+    """The replayed window and the story's key days."""
+
     start: dt.date
     days: int
     rows_per_day: int
     drift_from: dt.date | None
     seed: int
+    first_training_as_of: dt.date
+    train_window_days: int = 8
+    oot_days: int = 3
+    bad_day: dt.date | None = None
 
     @property
     def end(self) -> dt.date:
@@ -39,32 +61,81 @@ class DemoPlan:
     def keys(self) -> list[str]:
         return [(self.start + dt.timedelta(days=i)).isoformat() for i in range(self.days)]
 
+    @property
+    def scored_keys(self) -> list[str]:
+        """Days after the first model's data: the ones it scores in production."""
+        first = self.first_training_as_of.isoformat()
+        return [k for k in self.keys if k > first]
 
-def plan(days: int, rows_per_day: int, drift_day: int | None, seed: int, today: dt.date) -> DemoPlan:
-    """The demo's window: ``days`` days ending yesterday, drift from the ``drift_day``-th day."""
+
+def plan(
+    days: int,
+    rows_per_day: int,
+    drift_day: int | None,
+    seed: int,
+    today: dt.date,
+    first_training_day: int | None = None,
+) -> DemoPlan:
+    """The demo's window: ``days`` days ending yesterday; drift from the ``drift_day``-th day.
+
+    The first model is trained as of the day before the drift (or ``first_training_day``).
+    """
     start = today - dt.timedelta(days=days)
     drift_from = start + dt.timedelta(days=drift_day - 1) if drift_day else None
-    return DemoPlan(start, days, rows_per_day, drift_from, seed)
+    first = first_training_day or (drift_day - 1 if drift_day else days // 2)
+    return DemoPlan(start, days, rows_per_day, drift_from, seed, start + dt.timedelta(days=first - 1))
 
 
 def _log(message: str) -> None:
     print(f"[demo {dt.datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
-def run_states(client, dag_ids, keys) -> dict[tuple[str, str], str]:
-    """The state of the latest run of each (DAG, partition key) in the window."""
-    states: dict[tuple[str, str], str] = {}
-    wanted = set(keys)
-    for dag_id in dag_ids:
-        for run in client.dag_runs(dag_id):
-            key = run.get("partition_key")
-            if key in wanted:
-                states[(dag_id, key)] = run["state"]
-    return states
+@dataclass
+class Tracker:
+    """Follows the runs of the pipeline's DAGs and prints each one that finishes."""
+
+    client: Any
+    log: Any = _log
+    seen: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.client.dag_runs(dag_id)
+
+    def states(self, dag_id: str, keys: list[str] | None = None) -> dict[str, str]:
+        """Latest state per partition key (or per run id for unpartitioned runs)."""
+        out: dict[str, str] = {}
+        for run in self.runs(dag_id):
+            key = run.get("partition_key") or run["dag_run_id"]
+            if keys is None or key in keys:
+                out[key] = run["state"]
+        return out
+
+    def report(self) -> None:
+        for dag_id in PIPELINE:
+            for key, state in self.states(dag_id).items():
+                if state in TERMINAL and self.seen.get((dag_id, key)) != state:
+                    self.log(f"{dag_id} {key}: {state}")
+                self.seen[(dag_id, key)] = state
+
+    def wait(self, done, what: str, timeout: float, every: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.report()
+            if done():
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(every)
+
+    def settled(self, dag_id: str, keys: list[str]) -> bool:
+        states = self.states(dag_id, keys)
+        return all(states.get(k) in TERMINAL for k in keys)
+
+    def idle(self, dag_ids) -> bool:
+        return all(r["state"] in TERMINAL for d in dag_ids for r in self.runs(d))
 
 
-def lake_rows(dataset: str, day: str) -> int | None:
-    """Rows of a lake partition, read from the parquet footer; None when there is no partition."""
+def _rows(dataset: str, day: str) -> int | None:
     import pyarrow.parquet as pq
 
     from include.mlops import storage
@@ -80,22 +151,165 @@ def lake_rows(dataset: str, day: str) -> int | None:
     return total
 
 
-def summary_table(demo: DemoPlan, states: dict[tuple[str, str], str]) -> str:
+def _json(url: str) -> dict | None:
+    from include.mlops import storage
+
+    loc = storage.location(url)
+    return json.loads(storage.read_bytes(loc)) if storage.exists(loc) else None
+
+
+def _champion_of(day: str) -> str:
+    import pyarrow.parquet as pq
+
+    from include.mlops import storage
+
+    loc = storage.location(f"{settings().lake_url}/predictions/dt={day}/part-00000.parquet")
+    if not storage.exists(loc):
+        return "-"
+    with loc.fs.open_input_file(loc.path) as handle:
+        versions = pq.read_table(handle, columns=["champion_version"]).column(0).unique().to_pylist()
+    return ",".join(f"v{v}" for v in versions)
+
+
+def day_summary(demo: DemoPlan, tracker: Tracker) -> list[dict]:
+    """One row per day: rows, validation outcomes, drift share, champion, decisions."""
+    s = settings()
+    ingest = {d: tracker.states(d, demo.keys) for d in PRODUCERS}
+    rows = []
+    for key in demo.keys:
+        verdict = _json(f"{s.reports_url}/drift/dt={key}/verdict.json") or {}
+        share = verdict.get("drift_share", verdict.get("share_drifted"))
+        rows.append(
+            {
+                "day": key,
+                "drift_injected": bool(demo.drift_from and key >= demo.drift_from.isoformat()),
+                "transactions": _rows("transactions", key),
+                "transactions_validation": ingest["ingest_transactions"].get(key, "-"),
+                "labels_validation": ingest["ingest_labels"].get(key, "-"),
+                "drift_share": share,
+                "champion": _champion_of(key),
+                "decision": "retrain triggered" if verdict.get("retrain") else "",
+            }
+        )
+    return rows
+
+
+def format_summary(rows: list[dict]) -> str:
     header = (
-        f"{'day':<11} {'drift':<5} {'transactions':>12} {'ingest_txn':<10} {'labels':>8} {'ingest_lbl':<10}"
+        f"{'day':<11} {'drift?':<6} {'rows':>7} {'txn GX':<8} {'labels GX':<9} "
+        f"{'drift share':>11} {'champion':<9} decision"
     )
     lines = [header, "-" * len(header)]
-    for key in demo.keys:
-        drifted = bool(demo.drift_from and key >= demo.drift_from.isoformat())
-        txn_rows = lake_rows("transactions", key)
-        lbl_rows = lake_rows("labels", key)
+    for r in rows:
+        share = "-" if r["drift_share"] is None else f"{r['drift_share']:.2f}"
         lines.append(
-            f"{key:<11} {'yes' if drifted else '':<5} {txn_rows if txn_rows is not None else '-':>12} "
-            f"{states.get(('ingest_transactions', key), 'missing'):<10} "
-            f"{lbl_rows if lbl_rows is not None else '-':>8} "
-            f"{states.get(('ingest_labels', key), 'missing'):<10}"
+            f"{r['day']:<11} {'yes' if r['drift_injected'] else '':<6} "
+            f"{r['transactions'] if r['transactions'] is not None else '-':>7} "
+            f"{r['transactions_validation']:<8} {r['labels_validation']:<9} {share:>11} "
+            f"{r['champion']:<9} {r['decision']}"
         )
     return "\n".join(lines)
+
+
+def training_decisions(tracker: Tracker) -> list[str]:
+    """One line per train_model run: why it ran and what the promotion step decided."""
+    lines = []
+    for run in tracker.runs("train_model"):
+        conf = run.get("conf") or {}
+        outcome = "?"
+        tis = {t["task_id"]: t for t in tracker.client.task_instances("train_model", run["dag_run_id"])}
+        if "evaluate_and_promote" in tis:
+            outcome = tis["evaluate_and_promote"]["state"] or "-"
+            try:
+                value = tracker.client.get(
+                    f"/api/v2/dags/train_model/dagRuns/{_q(run['dag_run_id'])}/taskInstances/"
+                    "evaluate_and_promote/xcomEntries/return_value"
+                )["value"]
+                result = value if isinstance(value, dict) else json.loads(value)
+                outcome = f"{result['outcome']}: v{result['challenger_version']} ({result['reason']})"
+            except Exception:
+                pass
+        lines.append(f"{run['state']:<8} reason={conf.get('reason', 'nightly')!r} -> {outcome}")
+    return lines
+
+
+def _q(text: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(text, safe="")
+
+
+def run_pipeline(demo: DemoPlan, client: Any, timeout: float = 1800.0, log=_log) -> Tracker:
+    """Drive stages 2-4 against a running Airflow; returns the tracker for the summary."""
+    tracker = Tracker(client, log)
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        return max(deadline - time.monotonic(), 1.0)
+
+    tracker.wait(lambda: set(PIPELINE) <= set(client.dag_ids()), "the DAGs to be parsed", 120)
+    for dag_id in PIPELINE:
+        client.unpause(dag_id)
+    # Unpausing a producer schedules its latest partition (yesterday, the window's last day);
+    # the backfill covers the days before it.
+    for dag_id in PRODUCERS:
+        if demo.days > 1:
+            client.backfill(dag_id, f"{demo.start}T00:00:00Z", f"{demo.end - dt.timedelta(days=1)}T00:00:00Z")
+    log(f"stage ingest: backfilling {demo.start} .. {demo.end} ({demo.days} days x 2 datasets)")
+    good_keys = [k for k in demo.keys if not (demo.bad_day and k == demo.bad_day.isoformat())]
+    tracker.wait(
+        lambda: (
+            all(tracker.settled(d, demo.keys) for d in PRODUCERS)
+            and tracker.settled("materialize_features", good_keys)
+        ),
+        "ingestion and features of every day",
+        left(),
+    )
+
+    as_of = demo.first_training_as_of.isoformat()
+    log(f"stage first model: training as of {as_of}")
+    client.trigger(
+        "train_model",
+        conf={
+            "reason": f"initial model (history through {as_of})",
+            "as_of": as_of,
+            "window_days": demo.train_window_days,
+            "oot_days": demo.oot_days,
+        },
+    )
+    tracker.wait(
+        lambda: tracker.idle(["train_model"]) and tracker.runs("train_model"), "first training", left()
+    )
+
+    scored = [k for k in demo.scored_keys if k in good_keys]
+    log(f"stage score and monitor: {scored[0]} .. {scored[-1]} ({len(scored)} days)")
+    for key in scored:
+        client.trigger("score_transactions", partition_key=key)
+        time.sleep(0.5)  # SQLite: one write at a time keeps the API from answering 500
+    tracker.wait(
+        lambda: (
+            tracker.settled("score_transactions", scored)
+            and tracker.settled(
+                "monitor_drift",
+                [k for k in scored if tracker.states("score_transactions").get(k) == "success"],
+            )
+            and tracker.idle(["monitor_drift", "train_model"])
+        ),
+        "scoring, monitoring and any retraining",
+        left(),
+    )
+    return tracker
+
+
+def failures(demo: DemoPlan, tracker: Tracker) -> list[str]:
+    """Runs that failed, except the deliberately bad day's ingestion."""
+    bad = demo.bad_day.isoformat() if demo.bad_day else None
+    out = []
+    for dag_id in PIPELINE:
+        for key, state in tracker.states(dag_id).items():
+            if state == "failed" and not (key == bad and dag_id == "ingest_transactions"):
+                out.append(f"{dag_id} {key}")
+    return out
 
 
 def run_demo(demo: DemoPlan, keep_up: bool = False, timeout: float = 1800.0) -> int:
@@ -103,80 +317,64 @@ def run_demo(demo: DemoPlan, keep_up: bool = False, timeout: float = 1800.0) -> 
     from include.mlops.simulator import SimulationConfig, simulate
 
     s = settings()
+    if local_airflow.running():
+        _log("a local Airflow is already running: `make down` first (the demo starts its own)")
+        return 2
+    started = time.monotonic()
     _log(
-        f"simulating {demo.days} days {demo.start} .. {demo.end}, {demo.rows_per_day} rows/day, "
+        f"stage simulate: {demo.days} days {demo.start} .. {demo.end}, {demo.rows_per_day} rows/day, "
         f"drift from {demo.drift_from or 'never'} -> {s.landing_url}"
     )
     config = SimulationConfig(seed=demo.seed, rows_per_day=demo.rows_per_day, drift_from=demo.drift_from)
     simulate(demo.start, demo.days, config, s.landing_url, progress=lambda line: _log(f"  {line}"))
 
-    started_here = not local_airflow.running()
-    _log("starting the local Airflow" if started_here else "using the running local Airflow")
+    os.environ["MLOPS_TRAIN_CRON"] = "none"
+    _log("starting the local Airflow")
     local_airflow.up()
     client = AirflowClient(local_airflow.base_url(), local_airflow.USER, local_airflow.password())
-    failed = False
+    failed: list[str] = []
     try:
-        deadline = time.monotonic() + 120
-        while not set(PRODUCERS) <= set(client.dag_ids()):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"DAGs not parsed; import errors: {client.import_errors()}")
-            time.sleep(2)
-        for dag_id in PRODUCERS:
-            client.unpause(dag_id)  # schedules the latest day: yesterday, the demo's last day
-            if demo.days > 1:
-                client.backfill(
-                    dag_id, f"{demo.start}T00:00:00Z", f"{demo.end - dt.timedelta(days=1)}T00:00:00Z"
-                )
-            _log(f"unpaused {dag_id} and backfilled {demo.start} .. {demo.end}")
-
-        seen: dict[tuple[str, str], str] = {}
-        deadline = time.monotonic() + timeout
-        expected = {(d, k) for d in PRODUCERS for k in demo.keys}
-        while True:
-            states = run_states(client, PRODUCERS, demo.keys)
-            for item, state in sorted(states.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-                if state in TERMINAL and seen.get(item) != state:
-                    _log(f"{item[1]} {item[0]}: {state}")
-                seen[item] = state
-            done = [i for i in expected if states.get(i) in TERMINAL]
-            if len(done) == len(expected):
-                break
-            if time.monotonic() > deadline:
-                _log(f"timed out with {len(expected) - len(done)} runs unfinished")
-                failed = True
-                break
-            time.sleep(5)
-        failed = failed or any(state == "failed" for state in states.values())
+        tracker = run_pipeline(demo, client, timeout=timeout)
+        failed = failures(demo, tracker)
         print()
-        print(summary_table(demo, states))
+        print(format_summary(day_summary(demo, tracker)))
         print()
-        print(f"Lake:        {s.lake_url}")
-        print(f"Quarantine:  {s.quarantine_url}")
-        print(f"Reports:     {s.reports_url}  (Great Expectations Data Docs per day)")
-        print(
-            f"Airflow UI:  {local_airflow.base_url()}  "
-            f"login {local_airflow.USER} / {local_airflow.password()}"
-        )
+        print("train_model runs:")
+        for line in training_decisions(tracker):
+            print(f"  {line}")
+        print()
+        print(f"Lake:          {s.lake_url}")
+        print(f"Quarantine:    {s.quarantine_url}")
+        print(f"Reports:       {s.reports_url}  (Data Docs per day, drift reports per day)")
+        login = f"{local_airflow.USER} / {local_airflow.password()}"
+        print(f"Airflow UI:    {local_airflow.base_url()}  login {login}  (make demo ARGS=--keep-up)")
+        print(f"MLflow UI:     make mlflow   (then http://127.0.0.1:5000; tracking {s.mlflow_tracking_uri})")
+    except TimeoutError as exc:
+        failed.append(str(exc))
     finally:
         if keep_up:
             _log("Airflow keeps running (--keep-up); `make down` stops it")
-        elif started_here:
+        else:
             local_airflow.down()
             _log("stopped the local Airflow")
-    _log("FAILED: some runs failed, see the table above" if failed else "all runs succeeded")
-    return 1 if failed else 0
+    minutes = (time.monotonic() - started) / 60
+    if failed:
+        _log(f"FAILED after {minutes:.1f} min: " + "; ".join(failed))
+        return 1
+    _log(f"done in {minutes:.1f} min: every stage succeeded")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo ARGS=...", description=__doc__)
     parser.add_argument("--days", type=int, default=21, help="days of history (default 21)")
-    parser.add_argument("--rows-per-day", type=int, default=20_000)
+    parser.add_argument("--rows-per-day", type=int, default=20_000, help="payments a day (default 20000)")
     parser.add_argument(
         "--drift-day", type=int, default=14, help="drift from this day of the window (0: none)"
     )
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="simulator seed (default MLOPS_SEED)")
     parser.add_argument("--keep-up", action="store_true", help="leave Airflow running to explore the UI")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the runs")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the pipeline")
     args = parser.parse_args(argv)
     demo = plan(
         args.days,

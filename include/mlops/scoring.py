@@ -60,12 +60,11 @@ def _read_transactions(day: dt.date, s: Settings) -> pd.DataFrame:
 
 
 def _alias_version(client, name: str, alias: str) -> int | None:
-    from mlflow.exceptions import MlflowException
+    # The registry's own reading: a missing alias is None, an unreachable registry is an error
+    # (never a silently skipped day).
+    from include.mlops.promotion import _alias_version as alias_version
 
-    try:
-        return int(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    return alias_version(client, name, alias)
 
 
 def score_day(day: dt.date, settings_: Settings | None = None) -> dict:

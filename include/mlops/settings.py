@@ -52,6 +52,7 @@ class Settings:
     feast_online_path: str
     redis_url: str
     # Training
+    train_cron: str | None
     training_backend: str
     training_image: str
     k8s_namespace: str
@@ -68,6 +69,8 @@ class Settings:
         env = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if value is None and f.name == "train_cron":
+                value = "none"
             if value is None:
                 continue
             key = "MLFLOW_TRACKING_URI" if f.name == "mlflow_tracking_uri" else f"MLOPS_{f.name.upper()}"
@@ -127,6 +130,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         feast_registry=_env(environ, "MLOPS_FEAST_REGISTRY", str(home / "feast" / "registry.db")),
         feast_online_path=_env(environ, "MLOPS_FEAST_ONLINE_PATH", str(home / "feast" / "online.db")),
         redis_url=_env(environ, "MLOPS_REDIS_URL", "127.0.0.1:6379"),
+        train_cron=None
+        if _env(environ, "MLOPS_TRAIN_CRON", "0 2 * * *").lower() in ("none", "off")
+        else _env(environ, "MLOPS_TRAIN_CRON", "0 2 * * *"),
         training_backend=backend,
         training_image=_env(environ, "MLOPS_TRAINING_IMAGE", "card-fraud-mlops:latest"),
         k8s_namespace=_env(environ, "MLOPS_K8S_NAMESPACE", "mlops"),
