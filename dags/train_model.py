@@ -3,8 +3,8 @@
 
 Trains the fraud model, judges it against the one in production, and promotes it only if it wins.
 
-* **Runs when**: nightly at 02:00 UTC (`MLOPS_TRAIN_CRON`), and whenever `monitor_drift` triggers it with the drift as
-  its `reason` (under a cooldown). One run at a time.
+* **Runs when**: nightly at 02:00 UTC (`MLOPS_TRAIN_CRON`), and whenever `monitor_drift`
+  triggers it with the drift as its `reason` (under a cooldown). One run at a time.
 * **train**: `python -m include.mlops train ...` builds the training set from Feast
   (`get_historical_features` over a trailing window of fully labelled days), trains XGBoost (on
   the GPU when there is one), logs everything to MLflow and registers the version as
