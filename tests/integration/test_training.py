@@ -1,0 +1,316 @@
+"""Training on simulator data through Feast, logged and registered in MLflow (embedded profile).
+
+A lake of simulated days (transactions, labels, feature snapshots, a Feast registry) is built once
+per session under pytest's base temporary folder and shared read-only with test_promotion.py; each
+test has its own MLOPS_HOME (MLflow database and artifacts).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from include.mlops import settings as settings_module
+from include.mlops.settings import PROJECT_ROOT, load_settings
+
+if TYPE_CHECKING:
+    from include.mlops.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+LAKE_START = dt.date(2026, 1, 1)
+LAKE_DAYS = 25
+ROWS_PER_DAY = 8_000
+AS_OF = LAKE_START + dt.timedelta(days=LAKE_DAYS - 1)  # 2026-01-25
+WINDOW_DAYS = 16
+OOT_DAYS = 3
+REPORTED_DAY = dt.date(2026, 1, 10)  # a transactions day with a (fake) validation report
+
+
+def lake_environ(root: Path) -> dict[str, str]:
+    """The settings variables that point at the shared lake built under ``root``."""
+    return {
+        "MLOPS_LAKE_URL": str(root / "lake"),
+        "MLOPS_REPORTS_URL": str(root / "reports"),
+        "MLOPS_FEAST_REGISTRY": str(root / "feast" / "registry.db"),
+    }
+
+
+def _build_lake(root: Path) -> None:
+    from include.mlops import features, simulator, storage
+
+    s = load_settings({"MLOPS_HOME": str(root / "home"), **lake_environ(root)})
+    config = simulator.SimulationConfig(seed=11, rows_per_day=ROWS_PER_DAY)
+    lake = storage.location(s.lake_url)
+    for i in range(LAKE_DAYS):
+        day = LAKE_START + dt.timedelta(days=i)
+        for name, table in (
+            ("transactions", simulator.transactions_for_day(day, config)),
+            ("labels", simulator.labels_for_day(day, config)),
+        ):
+            storage.write_parquet(lake.join(name, f"dt={day}", "part-00000.parquet"), table)
+    for i in range(LAKE_DAYS):
+        features.compute_features_for_day(LAKE_START + dt.timedelta(days=i), settings=s)
+    features.apply_definitions(settings=s)
+    report = storage.location(s.reports_url).join("validation", "transactions", f"dt={REPORTED_DAY}")
+    storage.write_bytes(report.join("validation.json"), json.dumps({"success": True}).encode())
+
+
+@pytest.fixture(scope="session")
+def fraud_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """25 simulated days (8,000 payments a day) with features and a Feast registry, built once."""
+    root = tmp_path_factory.getbasetemp() / "fraud-lake"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if not (root / "READY").exists():
+            _build_lake(root)
+            (root / "READY").write_text("ok")
+    return root
+
+
+@pytest.fixture
+def lake_settings(mlops_home: Path, fraud_lake: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A fresh MLOPS_HOME that reads the shared lake; training kept small for a 2-core machine."""
+    for name, value in lake_environ(fraud_lake).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLOPS_TRAIN_THREADS", "1")
+    monkeypatch.setenv("MLOPS_TRAIN_MAX_ROUNDS", "300")
+    monkeypatch.setenv("MLOPS_TRAIN_DEVICE", "auto")
+    monkeypatch.setenv("MLOPS_PROMOTION_BOOTSTRAP", "300")
+    monkeypatch.delenv("MLOPS_LOCK_DATABASE_URL", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLOPS_PROFILE", raising=False)
+    settings_module.settings.cache_clear()
+    return settings_module.settings()
+
+
+def test_train_registers_a_challenger_with_its_lineage(lake_settings: Settings, fraud_lake: Path) -> None:
+    import mlflow
+    import numpy as np
+
+    from include.mlops import features, training
+
+    result = training.train(AS_OF, WINDOW_DAYS, OOT_DAYS, "nightly schedule", "scheduled__2026-01-25")
+
+    # The window: labels through 01-25, so payments fully labelled through 01-20.
+    window = result["window"]
+    assert (window["oot_start"], window["oot_end"]) == ("2026-01-18", "2026-01-20")
+    assert (window["train_start"], window["train_end"]) == ("2026-01-02", "2026-01-17")
+
+    name = lake_settings.model_name
+    client = training.configure_mlflow(lake_settings)
+    version = client.get_model_version(name, str(result["version"]))
+    assert client.get_model_version_by_alias(name, "challenger").version == version.version
+    for key, value in {
+        "airflow_run_id": "scheduled__2026-01-25",
+        "reason": "nightly schedule",
+        "oot_start": "2026-01-18",
+        "oot_end": "2026-01-20",
+        "train_start": "2026-01-02",
+        "train_end": "2026-01-17",
+    }.items():
+        assert version.tags[key] == value
+
+    run = client.get_run(result["run_id"])
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    assert tags["feature_service"] == features.FEATURE_SERVICE_NAME
+    assert tags["profile"] == "embedded"
+    assert tags["code_version"] == training.code_version()
+    assert tags["data_window"] == "train 2026-01-02..2026-01-17, oot 2026-01-18..2026-01-20"
+    # The device is the one read back from the booster, the same everywhere it is recorded.
+    assert params["device"] == tags["device"] == result["device"]
+    assert result["device"] == "cpu" or result["device"].startswith("cuda")
+    for key in ("pr_auc", "recall_at_1pct_fpr", "roc_auc", "log_loss", "baseline_pr_auc", "train_seconds"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["oot_positives"] > 20 and metrics["train_positives"] > 50
+    # Negatives were down-sampled on the training days only: the OOT days are all there.
+    assert metrics["train_rows"] + metrics["validation_rows"] < metrics["window_rows_total"] / 4
+    assert metrics["oot_rows"] == metrics["oot_rows_total"]
+    # The model beats the logistic-regression baseline clearly, on the same OOT rows.
+    assert metrics["pr_auc"] > 0.5
+    assert metrics["pr_auc"] > metrics["baseline_pr_auc"] + 0.03, (
+        metrics["pr_auc"],
+        metrics["baseline_pr_auc"],
+    )
+
+    # Lineage: a fingerprint per partition file, and the validation reports that exist.
+    lineage = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{training.LINEAGE_ARTIFACT}")
+    part = next(
+        p for p in lineage["partitions"] if p["dataset"] == "transactions" and p["day"] == "2026-01-18"
+    )
+    assert part["sha256"] == hashlib.sha256(Path(part["url"]).read_bytes()).hexdigest()
+    days = {(p["dataset"], p["day"]) for p in lineage["partitions"]}
+    assert ("transactions", "2026-01-02") in days and ("labels", "2026-01-25") in days
+    assert ("transactions", "2026-01-01") not in days
+    assert lineage["feature_snapshots"], "the feature snapshots read are fingerprinted too"
+    reports = {(v["dataset"], v["day"]): v for v in lineage["validation"]}
+    assert reports[("transactions", str(REPORTED_DAY))]["success"] is True
+    assert reports[("transactions", "2026-01-11")]["present"] is False
+
+    # The reference sample for the drift monitor, and the scorer reproduces its predictions.
+    reference = training.reference_sample(run.info.run_id)
+    assert len(reference) == min(training.REFERENCE_ROWS, int(metrics["oot_rows"]))
+    assert {training.SCORE, training.LABEL, *features.FEATURE_COLUMNS} <= set(reference.columns)
+    uri = f"models:/{name}@challenger"
+    assert training.feature_columns(uri) == list(features.FEATURE_COLUMNS)
+    scores = training.load_scorer(uri)(reference)
+    assert np.allclose(scores, reference[training.SCORE].to_numpy(), atol=1e-6)
+    assert ((scores >= 0) & (scores <= 1)).all() and scores.std() > 0
+    # pyfunc gives probabilities too (the raw booster is logged), for float inputs.
+    pyfunc = mlflow.pyfunc.load_model(uri).predict(
+        reference[list(features.FEATURE_COLUMNS)].astype("float64")
+    )
+    assert np.allclose(np.asarray(pyfunc, dtype=float), scores, atol=1e-6)
+
+    # Nothing was written into the source tree.
+    assert not (PROJECT_ROOT / "mlruns").exists()
+    assert str(lake_settings.home) in client.get_experiment(run.info.experiment_id).artifact_location
+
+
+def test_cli_trains_in_a_subprocess(lake_settings: Settings) -> None:
+    from include.mlops import training
+
+    env = {**os.environ, **lake_settings.as_env(), "PYTHONPATH": str(PROJECT_ROOT)}
+    argv = [
+        *("train", "--as-of", str(AS_OF), "--window-days", "8", "--oot-days", "2"),
+        *("--reason", "drift: amount shift", "--airflow-run-id", "manual__cli"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "include.mlops", *argv],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["window"]["oot_start"] == "2026-01-19"
+    version = training.configure_mlflow(lake_settings).get_model_version(
+        lake_settings.model_name, str(result["version"])
+    )
+    assert version.tags["airflow_run_id"] == "manual__cli"
+    assert version.tags["reason"] == "drift: amount shift"
+
+
+def test_missing_partitions_are_named(lake_settings: Settings) -> None:
+    from include.mlops import training
+
+    with pytest.raises(training.TrainingDataError) as error:
+        training.train(AS_OF, 20, OOT_DAYS, "too long a window", None)
+    message = str(error.value)
+    assert "transactions dt=2025-12-29" in message and "transactions dt=2025-12-31" in message
+    assert "features/customer dt=2025-12-28" in message
+    assert "transactions dt=2026-01-01" not in message
+
+    with pytest.raises(training.TrainingDataError, match="no labels partition on or before 2025-12-31"):
+        training.train(dt.date(2025, 12, 31), WINDOW_DAYS, OOT_DAYS, "before the lake", None)
+
+
+def test_labels_are_joined_once_and_a_missing_label_is_an_error(mlops_home: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from include.mlops import simulator, storage, training
+
+    s = load_settings({"MLOPS_HOME": str(mlops_home)})
+    config = simulator.SimulationConfig(seed=3, rows_per_day=300)
+    lake = storage.location(s.lake_url)
+    start = dt.date(2026, 3, 1)
+    dropped = twice = None
+    for i in range(9):
+        day = start + dt.timedelta(days=i)
+        storage.write_parquet(
+            lake.join("transactions", f"dt={day}", "part-00000.parquet"),
+            simulator.transactions_for_day(day, config),
+        )
+        labels = simulator.labels_for_day(day, config)
+        if day == start + dt.timedelta(days=4):
+            # Lose the label of one payment of 03-02.
+            ids = labels.column("transaction_id")
+            of_day = labels.filter(pc.starts_with(ids, "t20260302"))
+            dropped = of_day.column("transaction_id")[0].as_py()
+            labels = labels.filter(pc.not_equal(ids, dropped))
+        if day == start + dt.timedelta(days=5):
+            # A legitimate payment of 03-01 (settled on 03-04) is charged back on 03-06.
+            settled = simulator.labels_for_day(start + dt.timedelta(days=3), config)
+            first = settled.filter(pc.starts_with(settled.column("transaction_id"), "t20260301")).slice(0, 1)
+            twice = first.column("transaction_id")[0].as_py()
+            chargeback = first.set_column(1, "is_fraud", pa.array([1], pa.int8())).set_column(
+                2,
+                "reported_at",
+                pa.array([dt.datetime(2026, 3, 6, 12, tzinfo=dt.UTC)], first.schema.field(2).type),
+            )
+            labels = pa.concat_tables([labels, chargeback.cast(labels.schema)])
+        storage.write_parquet(lake.join("labels", f"dt={day}", "part-00000.parquet"), labels)
+    assert dropped is not None and twice is not None
+
+    days = [start + dt.timedelta(days=i) for i in range(3)]
+    with pytest.raises(training.TrainingDataError, match=dropped) as error:
+        training.read_training_days(days, start + dt.timedelta(days=8), 20, 7, s)
+    assert "2026-03-02: 1 payments" in str(error.value)
+
+    # The other days read fine, each payment once (the latest report wins), with weights that
+    # restore the negatives.
+    data = training.read_training_days([days[0]], start + dt.timedelta(days=8), 5, 7, s)
+    frame = data.frame
+    assert frame["transaction_id"].is_unique
+    assert data.stats["duplicate_labels"] == 1
+    assert frame.loc[frame["transaction_id"] == twice, training.LABEL].tolist() == [1]
+    assert frame[training.LABEL].isin([0, 1]).all()
+    (day_stats,) = data.stats["per_day"]
+    positives = frame[frame[training.LABEL] == 1]
+    negatives = frame[frame[training.LABEL] == 0]
+    assert len(positives) == day_stats["positives"] and (positives[training.WEIGHT] == 1).all()
+    assert 0 < day_stats["keep_rate"] < 1
+    assert np.allclose(negatives[training.WEIGHT], 1 / day_stats["keep_rate"])
+    assert len(negatives) < data.stats["negatives_total"]
+
+
+def test_metrics_match_scikit_learn() -> None:
+    import numpy as np
+    from sklearn.metrics import average_precision_score, roc_curve
+
+    from include.mlops import training
+
+    rng = np.random.default_rng(5)
+    y = (rng.random(4000) < 0.02).astype(int)
+    score = np.round(rng.random(4000) * 0.5 + y * rng.random(4000) * 0.6, 2)  # ties on purpose
+    assert training.average_precision(y, score) == pytest.approx(average_precision_score(y, score), abs=1e-12)
+    fpr, tpr, _ = roc_curve(y, score)
+    assert training.recall_at_fpr(y, score, 0.01) == pytest.approx(tpr[fpr <= 0.01].max(), abs=1e-12)
+    # Integer weights are the same as repeating rows (what the bootstrap relies on).
+    w = rng.integers(0, 3, 4000)
+    repeated = np.repeat(np.arange(4000), w)
+    assert training.average_precision(y, score, w.astype(float)) == pytest.approx(
+        average_precision_score(y[repeated], score[repeated]), abs=1e-12
+    )
+
+
+def test_device_is_read_back_from_the_booster() -> None:
+    import numpy as np
+    import xgboost as xgb
+
+    from include.mlops import training
+
+    assert training.detect_device("cpu") == "cpu"
+    device = training.detect_device("auto")
+    assert device in ("cpu", "cuda")
+    rng = np.random.default_rng(0)
+    booster = xgb.train(
+        {"device": device, "tree_method": "hist", "nthread": 1},
+        xgb.DMatrix(rng.random((50, 3)), label=rng.integers(0, 2, 50)),
+        2,
+    )
+    assert training.booster_device(booster).startswith(device)
