@@ -1,0 +1,441 @@
+"""The drift monitor on simulated days: quiet on clean days, a retrain soon after the drift, a cooldown.
+
+The world is the one of test_scoring.py (built once per session): a champion trained on clean days
+(OOT days 5-6), predictions for days 4-19, the simulator's drift from day 14. The days are checked
+once, in order, as ``monitor_drift`` (``max_active_runs=1``) would; the tests assert on what the
+checks returned and left behind. The first tests are unit tests of the pure parts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from include.mlops import drift
+from include.mlops.drift import ColumnDrift, DriftSummary, Performance, Policy, decide
+from tests.integration.test_scoring import (
+    DAYS,
+    DRIFT_DAY,
+    FIRST_SCORED,
+    World,
+    build_world,
+    day,
+    world_environment,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from include.mlops.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+COOLDOWN = 3
+D = dt.date(2026, 3, 10)
+
+
+# --------------------------------------------------------------------------------------------------
+# Unit level: the decision, the statistic, the policy
+
+
+def summary(drifted: int, total: int, prediction: float | None = None) -> DriftSummary:
+    columns = tuple(
+        ColumnDrift(f"feature_{i}", 0.5 if i < drifted else 0.01, 0.2, i < drifted) for i in range(total)
+    )
+    pred = None if prediction is None else ColumnDrift("prediction", prediction, 0.1, prediction >= 0.1)
+    return DriftSummary(columns, pred)
+
+
+NO_PERFORMANCE = Performance(note="no fully labelled day yet")
+
+
+def performance(drop: float, positives: int = 100) -> Performance:
+    return Performance(
+        days=("2026-03-01", "2026-03-05"),
+        rows=10_000,
+        positives=positives,
+        pr_auc=0.5 * (1 - drop),
+        recall_at_1pct_fpr=0.4,
+        baseline_pr_auc=0.5,
+        baseline_recall_at_1pct_fpr=0.6,
+    )
+
+
+POLICY = Policy(drift_share=0.3, cooldown_days=7, performance_drop=0.2, min_positives=30)
+
+
+@pytest.mark.parametrize(
+    ("drifted", "total", "retrain"),
+    [(0, 10, False), (2, 10, False), (2, 7, False), (3, 10, True), (4, 10, True), (10, 10, True)],
+)
+def test_decide_on_the_share_of_drifted_features(drifted: int, total: int, retrain: bool) -> None:
+    verdict = decide(summary(drifted, total, 0.01), NO_PERFORMANCE, None, D, POLICY)
+    assert verdict.retrain is retrain
+    assert verdict.signals == (("features",) if retrain else ())
+    assert verdict.day == D and verdict.suppressed_by is None
+
+
+def test_decide_on_prediction_drift_and_performance() -> None:
+    assert decide(summary(0, 10, 0.25), NO_PERFORMANCE, None, D, POLICY).signals == ("prediction",)
+    ignored = Policy(prediction_counts=False)
+    verdict = decide(summary(0, 10, 0.25), NO_PERFORMANCE, None, D, ignored)
+    assert not verdict.retrain and "prediction drift 0.25" not in verdict.reason
+
+    dropped = decide(summary(0, 10, 0.01), performance(0.25), None, D, POLICY)
+    assert dropped.retrain and dropped.signals == ("performance",)
+    assert "PR-AUC 0.375 vs 0.500 at training, -25%" in dropped.reason
+    assert not decide(summary(0, 10, 0.01), performance(0.15), None, D, POLICY).retrain
+    # Too few frauds to trust the PR-AUC: no signal, whatever the drop.
+    assert not decide(summary(0, 10, 0.01), performance(0.9, positives=29), None, D, POLICY).retrain
+    assert decide(summary(0, 10, 0.01), performance(0.2, positives=30), None, D, POLICY).retrain
+
+
+def test_the_reason_names_the_day_the_columns_and_their_scores() -> None:
+    columns = (
+        ColumnDrift("is_online", 0.28, 0.1, True),
+        ColumnDrift("amount_zscore_30d", 0.41, 0.2, True),
+        ColumnDrift("is_night", 0.01, 0.1, False),
+    )
+    verdict = decide(
+        DriftSummary(columns, ColumnDrift("prediction", 0.22, 0.1, True)), NO_PERFORMANCE, None, D, POLICY
+    )
+    assert verdict.retrain and verdict.signals == ("features", "prediction")
+    assert verdict.reason == (
+        "drift on 2026-03-10: 2/3 key features drifted (amount_zscore_30d 0.41, is_online 0.28); "
+        "prediction drift 0.22"
+    )
+    quiet = decide(summary(1, 10, 0.02), NO_PERFORMANCE, None, D, POLICY)
+    assert quiet.reason == "no drift on 2026-03-10"
+    assert "1/10 key features drifted (feature_0 0.50)" in quiet.explanation
+
+
+@pytest.mark.parametrize(
+    ("days_after_trigger", "running", "retrain", "suppressed_by"),
+    [
+        (-3, False, False, drift.SUPPRESSED_LATER_DAY),
+        (0, False, False, drift.SUPPRESSED_SAME_DAY),
+        (1, False, False, drift.SUPPRESSED_COOLDOWN),
+        (6, False, False, drift.SUPPRESSED_COOLDOWN),
+        (7, False, True, None),
+        (7, True, False, drift.SUPPRESSED_RUNNING),
+        (30, False, True, None),
+    ],
+)
+def test_decide_cooldown_boundaries(
+    days_after_trigger: int, running: bool, retrain: bool, suppressed_by: str | None
+) -> None:
+    trigger = D - dt.timedelta(days=days_after_trigger)
+    verdict = decide(summary(5, 10, 0.3), NO_PERFORMANCE, trigger, D, POLICY, retrain_running=running)
+    assert verdict.retrain is retrain
+    assert verdict.suppressed_by == suppressed_by
+    assert verdict.signals == ("features", "prediction")
+    assert verdict.reason.startswith("drift on 2026-03-10: 5/10 key features drifted")
+    if suppressed_by == drift.SUPPRESSED_COOLDOWN:
+        assert f"next one allowed from {trigger + dt.timedelta(days=7)}" in verdict.explanation
+
+
+def test_no_cooldown_still_never_triggers_twice_for_a_day() -> None:
+    policy = Policy(cooldown_days=0)
+    assert decide(summary(5, 10), NO_PERFORMANCE, D - dt.timedelta(days=1), D, policy).retrain
+    assert not decide(summary(5, 10), NO_PERFORMANCE, D, D, policy).retrain
+
+
+def test_policy_from_the_environment() -> None:
+    policy = Policy.from_env(
+        {
+            "MLOPS_DRIFT_SHARE": "0.5",
+            "MLOPS_DRIFT_PREDICTION": "false",
+            "MLOPS_DRIFT_PERFORMANCE_DROP": "0.1",
+            "MLOPS_DRIFT_COOLDOWN_DAYS": "3",
+            "MLOPS_DRIFT_SAMPLE_ROWS": "20000",
+            "MLOPS_DRIFT_FEATURES": "is_online, amount_zscore_30d",
+        }
+    )
+    assert (policy.drift_share, policy.prediction_counts, policy.performance_drop) == (0.5, False, 0.1)
+    assert (policy.cooldown_days, policy.sample_rows) == (3, 20_000)
+    assert policy.features == ("is_online", "amount_zscore_30d")
+    assert Policy.from_env({}) == Policy()
+    with pytest.raises(ValueError, match=r"MLOPS_DRIFT_SHARE=1\.5 must be in"):
+        Policy.from_env({"MLOPS_DRIFT_SHARE": "1.5"})
+    with pytest.raises(ValueError, match="MLOPS_DRIFT_COOLDOWN_DAYS='a week' is not an integer"):
+        Policy.from_env({"MLOPS_DRIFT_COOLDOWN_DAYS": "a week"})
+    with pytest.raises(ValueError, match="MLOPS_DRIFT_PREDICTION='maybe'"):
+        Policy.from_env({"MLOPS_DRIFT_PREDICTION": "maybe"})
+
+
+def test_psi_over_reference_deciles() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.lognormal(3.5, 1.0, 5_000)
+    assert drift.psi(reference, rng.lognormal(3.5, 1.0, 20_000)) < 0.01
+    shifted = drift.psi(reference, rng.lognormal(3.5, 1.0, 20_000) * 1.4)
+    assert shifted > 0.1
+    # Scale-free and insensitive to a monotone transform of both sides.
+    assert drift.psi(np.log(reference), np.log(rng.lognormal(3.5, 1.0, 20_000) * 1.4)) == pytest.approx(
+        shifted, abs=0.03
+    )
+    # A few extreme values do not move it.
+    noisy = np.r_[rng.lognormal(3.5, 1.0, 20_000), [1e9] * 5]
+    assert drift.psi(reference, noisy) < 0.01
+    # A 0/1 flag is compared value by value: online share 0.25 -> 0.5 is about 0.27.
+    flags = (rng.random(5_000) < 0.25).astype(float)
+    assert drift.psi(flags, (rng.random(20_000) < 0.5).astype(float)) == pytest.approx(0.27, abs=0.03)
+    assert math.isnan(drift.psi(np.array([np.nan]), flags))
+
+
+def test_sampling_is_deterministic_and_bounded() -> None:
+    import pyarrow as pa
+
+    ids = pa.array([f"t20260101-{i:07d}" for i in range(5_000)])
+    picked = drift._sample_positions(ids, 1_000, seed=7)
+    assert picked is not None and len(picked) == 1_000 and len(set(picked.tolist())) == 1_000
+    assert np.array_equal(picked, drift._sample_positions(ids, 1_000, seed=7))
+    assert not np.array_equal(picked, drift._sample_positions(ids, 1_000, seed=8))
+    # The same payment is picked whatever the row order.
+    order = np.random.default_rng(1).permutation(5_000)
+    shuffled = ids.take(pa.array(order))
+    again = drift._sample_positions(shuffled, 1_000, seed=7)
+    assert set(shuffled.take(pa.array(again)).to_pylist()) == set(ids.take(pa.array(picked)).to_pylist())
+    assert drift._sample_positions(ids, 5_000, seed=7) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# Integration: the simulated days, checked in order
+
+
+@pytest.fixture(scope="session")
+def scored_world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """The world of test_scoring.py (built once per session, whichever module asks first)."""
+    return build_world(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def world_settings(scored_world: World) -> Iterator[Settings]:
+    """The process settings pointed at the shared world for this module."""
+    with world_environment(scored_world) as s:
+        yield s
+
+
+@dataclass
+class Monitored:
+    """What the day-by-day checks returned, and the state they left."""
+
+    clean: dict[int, dict] = field(default_factory=dict)
+    drifted: dict[int, dict] = field(default_factory=dict)
+    trigger_after_clean: Any = None
+    first_trigger: int | None = None
+    after_cooldown_running: dict | None = None
+    after_cooldown_done: dict | None = None
+    rerun_first_trigger: dict | None = None
+    rerun_second_trigger: dict | None = None
+    final_trigger: Any = None
+
+
+@pytest.fixture(scope="module")
+def monitored(world_settings: Settings, scored_world: World) -> Monitored:
+    """Check the clean days, then the drifted days until the cooldown is over; then rerun days."""
+    import mlflow
+
+    from include.mlops import training
+
+    s = world_settings
+    state = Monitored()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_DRIFT_COOLDOWN_DAYS", str(COOLDOWN))
+        for n in range(FIRST_SCORED, DRIFT_DAY):
+            state.clean[n] = drift.monitor_day(day(n), airflow_run_id=f"test__{day(n)}", settings=s)
+        state.trigger_after_clean = drift.last_trigger(s)
+
+        for n in range(DRIFT_DAY, DAYS + 1):
+            state.drifted[n] = drift.monitor_day(day(n), airflow_run_id=f"test__{day(n)}", settings=s)
+            if state.first_trigger is None and state.drifted[n]["retrain"]:
+                state.first_trigger = n
+            if state.first_trigger is not None and n == state.first_trigger + COOLDOWN:
+                break
+        if state.first_trigger is None or state.first_trigger + COOLDOWN > DAYS:
+            return state
+        after = state.first_trigger + COOLDOWN
+        state.after_cooldown_running = state.drifted[after]
+
+        # train_model finishes: it registers a version carrying the trigger's reason.
+        training.configure_mlflow(s)
+        mlflow.register_model(
+            f"runs:/{scored_world.champion_run_id}/{training.MODEL_ARTIFACT}",
+            s.model_name,
+            tags={"reason": state.drifted[state.first_trigger]["reason"]},
+        )
+        state.after_cooldown_done = drift.monitor_day(day(after), airflow_run_id="test__rerun", settings=s)
+        state.rerun_first_trigger = drift.monitor_day(
+            day(state.first_trigger), airflow_run_id="test__rerun", settings=s
+        )
+        state.rerun_second_trigger = drift.monitor_day(day(after), airflow_run_id="test__rerun2", settings=s)
+        state.final_trigger = drift.last_trigger(s)
+    return state
+
+
+def test_clean_days_trigger_nothing(monitored: Monitored) -> None:
+    assert len(monitored.clean) == 10
+    for n, result in monitored.clean.items():
+        assert result["retrain"] is False, (n, result["explanation"])
+        assert result["signals"] == [], (n, result["explanation"])
+        assert result["reason"] == f"no drift on {day(n)}"
+        assert result["day"] == day(n).isoformat()
+        assert result["prediction_psi"] is not None and result["prediction_psi"] < 0.1
+        assert result["drift_share"] < 0.3
+    assert monitored.trigger_after_clean is None
+
+
+def test_drift_triggers_a_retrain_within_two_days(monitored: Monitored) -> None:
+    assert monitored.first_trigger is not None, [r["explanation"] for r in monitored.drifted.values()]
+    assert monitored.first_trigger <= DRIFT_DAY + 2
+    first = monitored.drifted[monitored.first_trigger]
+    assert first["retrain"] is True and first["signals"]
+    assert first["reason"].startswith(f"drift on {day(monitored.first_trigger)}: ")
+    # The channel mix moved: the online flag is named with its score, and so is every drifted column.
+    assert "is_online" in first["drifted_columns"]
+    for column, score in first["drifted_columns"].items():
+        assert f"{column} {score:.2f}" in first["reason"]
+    if "prediction" in first["signals"]:
+        assert f"prediction drift {first['prediction_psi']:.2f}" in first["reason"]
+    # The key features alone would have been enough by the day after the drift.
+    assert any("features" in monitored.drifted[n]["signals"] for n in (DRIFT_DAY, DRIFT_DAY + 1))
+    assert max(monitored.drifted[n]["drift_share"] for n in (DRIFT_DAY, DRIFT_DAY + 1)) >= 0.3
+
+
+def test_cooldown_allows_one_trigger_then_waits_for_the_running_retrain(monitored: Monitored) -> None:
+    assert monitored.first_trigger is not None
+    first = monitored.first_trigger
+    triggered = [n for n, r in monitored.drifted.items() if r["retrain"]]
+    assert triggered == [first]
+    for n in range(first + 1, first + COOLDOWN):
+        result = monitored.drifted[n]
+        assert result["signals"], (n, result["explanation"])
+        assert result["suppressed_by"] == drift.SUPPRESSED_COOLDOWN
+        assert f"requested for {day(first)}" in result["explanation"]
+
+    # Cooldown over, but the requested retrain has not registered a model yet.
+    assert monitored.after_cooldown_running is not None
+    assert monitored.after_cooldown_running["retrain"] is False
+    assert monitored.after_cooldown_running["suppressed_by"] == drift.SUPPRESSED_RUNNING
+    # Once it has, the still-drifted day asks for a new one.
+    assert monitored.after_cooldown_done is not None and monitored.after_cooldown_done["retrain"] is True
+    assert monitored.final_trigger.day == day(first + COOLDOWN)
+    assert monitored.final_trigger.reason == monitored.after_cooldown_done["reason"]
+    assert monitored.final_trigger.airflow_run_id == "test__rerun"
+
+
+def test_rerunning_a_day_never_triggers_twice(monitored: Monitored) -> None:
+    assert monitored.rerun_first_trigger is not None and monitored.rerun_second_trigger is not None
+    assert monitored.rerun_first_trigger["retrain"] is False
+    assert monitored.rerun_first_trigger["suppressed_by"] == drift.SUPPRESSED_LATER_DAY
+    assert monitored.rerun_second_trigger["retrain"] is False
+    assert monitored.rerun_second_trigger["suppressed_by"] == drift.SUPPRESSED_SAME_DAY
+    # The record still points at the day that asked, with its original request.
+    assert monitored.final_trigger.day == day(monitored.first_trigger + COOLDOWN)
+
+
+def test_performance_is_measured_once_labels_have_arrived(
+    monitored: Monitored, world_settings: Settings, scored_world: World
+) -> None:
+    from include.mlops import training
+
+    client = training.configure_mlflow(world_settings)
+    baseline = client.get_run(scored_world.champion_run_id).data.metrics["pr_auc"]
+    # Day 13: payments of days up to 8 are fully labelled; the model's OOT days end on day 6.
+    measured = monitored.clean[13]["performance"]
+    assert measured["days"] == [day(7).isoformat(), day(8).isoformat()]
+    assert measured["rows"] > 3_000 and measured["positives"] > 0 and measured["label_coverage"] == 1.0
+    assert 0 < measured["pr_auc"] <= 1
+    assert measured["baseline_pr_auc"] == pytest.approx(baseline)
+    # Day 9: only day 4 would be complete, and it is a training day of the model: nothing measured.
+    assert monitored.clean[9]["performance"]["pr_auc"] is None
+    assert "not after the model's out-of-time days" in monitored.clean[9]["performance"]["note"]
+
+
+def test_reports_are_saved_and_logged_once_per_day(monitored: Monitored, world_settings: Settings) -> None:
+    import mlflow
+
+    from include.mlops import training
+
+    assert monitored.first_trigger is not None
+    s = world_settings
+    client = training.configure_mlflow(s)
+    experiment = client.get_experiment_by_name(drift.experiment_name(s))
+    assert str(s.home) in experiment.artifact_location
+    for n in (FIRST_SCORED, monitored.first_trigger, monitored.first_trigger + COOLDOWN):
+        folder = Path(drift.report_location(day(n), s).path)
+        assert folder == Path(s.reports_url) / "drift" / f"dt={day(n)}"
+        assert sorted(p.name for p in folder.iterdir()) == ["drift.html", "drift.json", "verdict.json"]
+        html = (folder / "drift.html").read_text()
+        assert "is_online" in html and "PSI over reference deciles" in html
+        evidently = json.loads((folder / "drift.json").read_text())
+        assert any(m.get("config", {}).get("column") == "prediction" for m in evidently["metrics"])
+        verdict = json.loads((folder / "verdict.json").read_text())
+        assert verdict["day"] == day(n).isoformat()
+        assert set(verdict["policy"]) >= {"drift_share", "cooldown_days", "sample_rows"}
+
+        # One run per day, even for the days checked three times.
+        runs = client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.drift_day = '{day(n)}'", max_results=10
+        )
+        assert len(runs) == 1, n
+        run = runs[0]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["model_version"] == str(verdict["model_version"])
+        assert run.data.tags["retrain"] == str(verdict["retrain"]).lower()
+        assert "drift_share" in run.data.metrics and "psi/is_online" in run.data.metrics
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "drift")}
+        assert artifacts == {"drift/drift.html", "drift/drift.json", "drift/verdict.json"}
+        logged = json.loads(
+            Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path="drift/verdict.json"
+                )
+            ).read_text()
+        )
+        assert logged == verdict
+    # The last check of the first trigger day is the rerun that stayed quiet.
+    rerun = json.loads(
+        (Path(drift.report_location(day(monitored.first_trigger), s).path) / "verdict.json").read_text()
+    )
+    assert rerun["retrain"] is False and rerun["suppressed_by"] == drift.SUPPRESSED_LATER_DAY
+
+
+def test_reports_go_to_s3_when_the_reports_url_is_s3(
+    world_settings: Settings, s3_bucket: str, s3_endpoint: str
+) -> None:
+    import boto3
+
+    from include.mlops import settings as settings_module
+    from include.mlops.settings import load_settings
+
+    s = load_settings(
+        {
+            "MLOPS_HOME": str(world_settings.home),
+            "MLOPS_REPORTS_URL": f"s3://{s3_bucket}/reports",
+            "MLOPS_S3_ENDPOINT_URL": s3_endpoint,
+        }
+    )
+    try:
+        result = drift.monitor_day(day(FIRST_SCORED + 1), settings=s)
+    finally:
+        settings_module.settings.cache_clear()
+    folder = f"reports/drift/dt={day(FIRST_SCORED + 1)}"
+    assert result["report_url"] == f"s3://{s3_bucket}/{folder}"
+    assert result["retrain"] is False
+    listed = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").list_objects_v2(
+        Bucket=s3_bucket, Prefix=folder
+    )
+    # (pyarrow's create_dir leaves an empty "folder/" marker object: not a file.)
+    files = [o["Key"] for o in listed["Contents"] if not o["Key"].endswith("/")]
+    assert sorted(key.rsplit("/", 1)[-1] for key in files) == [
+        "drift.html",
+        "drift.json",
+        "verdict.json",
+    ]
