@@ -49,13 +49,15 @@ class AirflowStack:
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
-@pytest.fixture(scope="session")
-def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+@pytest.fixture(scope="module")
+def airflow_stack(tmp_path_factory: pytest.TempPathFactory, request) -> Iterator[AirflowStack]:
+    """A fresh local Airflow per test module; a module may add env with ``AIRFLOW_STACK_ENV``."""
     home = tmp_path_factory.mktemp("e2e") / "home"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update({"MLOPS_HOME": str(home), "MLOPS_AIRFLOW_PORT": str(port), "PYTHONPATH": str(ROOT)})
     env["MLOPS_SENSOR_POKE_SECONDS"] = str(POKE_SECONDS)
+    env.update(getattr(request.module, "AIRFLOW_STACK_ENV", {}))
     cmd = [sys.executable, "-m", "include.mlops.local_airflow"]
     up = subprocess.run([*cmd, "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
     try:
