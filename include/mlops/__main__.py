@@ -84,6 +84,12 @@ def _cmd_mlflow_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from include.mlops.bench import main
+
+    return main(args.rest)
+
+
 def _cmd_settings(args: argparse.Namespace) -> int:
     from include.mlops.settings import settings
 
@@ -128,17 +134,31 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=_cmd_mlflow_ui)
 
+    bench = commands.add_parser("bench", help="benchmarks (print figures, never pass/fail)", add_help=False)
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmarks (--help for them)")
+    bench.set_defaults(func=_cmd_bench)
+
     show = commands.add_parser("settings", help="print the effective settings as environment variables")
     show.set_defaults(func=_cmd_settings)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # These commands own their options: hand them the rest of the line untouched.
+    if argv and argv[0] == "demo":
+        from include.mlops.demo import main as demo_main
+
+        return demo_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from include.mlops.bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown and args.command != "demo":
+    if unknown and args.command not in ("demo", "bench"):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command == "demo":
+    if args.command in ("demo", "bench"):
         args.rest = [*args.rest, *unknown]
     return args.func(args)
 
