@@ -80,10 +80,23 @@ def plan(
 
     The first model is trained as of the day before the drift (or ``first_training_day``).
     """
+    from include.mlops.simulator import MAX_LABEL_DELAY_DAYS
+
     start = today - dt.timedelta(days=days)
     drift_from = start + dt.timedelta(days=drift_day - 1) if drift_day else None
     first = first_training_day or (drift_day - 1 if drift_day else days // 2)
-    return DemoPlan(start, days, rows_per_day, drift_from, seed, start + dt.timedelta(days=first - 1))
+    # Labels trail by up to 5 days: the first model can only use the days fully labelled by then,
+    # split into training days and out-of-time days.
+    labelled = first - MAX_LABEL_DELAY_DAYS
+    if labelled < 4:
+        raise ValueError(
+            f"the first model trains as of day {first}: only {max(labelled, 0)} fully labelled days; "
+            f"use more --days or a later --drift-day (labels arrive up to {MAX_LABEL_DELAY_DAYS} days late)"
+        )
+    oot = max(1, min(3, labelled // 4))
+    return DemoPlan(
+        start, days, rows_per_day, drift_from, seed, start + dt.timedelta(days=first - 1), labelled - oot, oot
+    )
 
 
 def _log(message: str) -> None:
