@@ -40,6 +40,8 @@ Settings (environment variables, read on every call)
 * ``MLOPS_PROMOTION_BOOTSTRAP`` (default 1000): paired bootstrap iterations; 0 compares point
   estimates only.
 * ``MLOPS_PROMOTION_CONFIDENCE`` (default 0.90): level of the two-sided bootstrap intervals.
+* ``MLOPS_PROMOTION_BOOTSTRAP_ROWS`` (default 200,000): the bootstrap resamples a uniform sample of
+  at most this many OOT rows (point estimates use every row).
 * ``MLOPS_PROMOTION_LOCK_TIMEOUT`` (default 600): seconds to wait for the promotion lock.
 * ``MLOPS_LOCK_DATABASE_URL``: a PostgreSQL URL; when set, the lock is a PostgreSQL advisory lock
   (required in the cluster profile). Unset in the embedded profile: a file lock under
@@ -89,6 +91,7 @@ DEFAULT_MIN_PR_AUC = 0.30
 DEFAULT_MIN_RECALL = 0.30
 DEFAULT_BOOTSTRAP = 1000
 DEFAULT_CONFIDENCE = 0.90
+DEFAULT_BOOTSTRAP_ROWS = 200_000
 DEFAULT_LOCK_TIMEOUT = 600.0
 MAX_CALIBRATION_RATIO = 10.0
 """The mean score may differ from the observed fraud rate by at most this factor either way."""
@@ -141,6 +144,7 @@ class Policy:
     bootstrap: int = DEFAULT_BOOTSTRAP
     confidence: float = DEFAULT_CONFIDENCE
     seed: int = 7
+    bootstrap_rows: int = DEFAULT_BOOTSTRAP_ROWS
 
     @classmethod
     def from_env(cls, seed: int = 7) -> Policy:
@@ -152,6 +156,7 @@ class Policy:
             bootstrap=int(_env_float("MLOPS_PROMOTION_BOOTSTRAP", DEFAULT_BOOTSTRAP)),
             confidence=_env_float("MLOPS_PROMOTION_CONFIDENCE", DEFAULT_CONFIDENCE),
             seed=seed,
+            bootstrap_rows=int(_env_float("MLOPS_PROMOTION_BOOTSTRAP_ROWS", DEFAULT_BOOTSTRAP_ROWS)),
         )
         if not 0 < policy.confidence < 1:
             raise ValueError(f"MLOPS_PROMOTION_CONFIDENCE={policy.confidence} must be between 0 and 1")
@@ -278,18 +283,31 @@ def _weighted_pr_recall(
 
 
 def paired_bootstrap(
-    y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, iterations: int, confidence: float, seed: int
+    y: np.ndarray,
+    challenger: np.ndarray,
+    champion: np.ndarray,
+    iterations: int,
+    confidence: float,
+    seed: int,
+    max_rows: int | None = None,
 ) -> dict[str, Any]:
     """Intervals of the challenger-minus-champion differences in PR-AUC and recall at 1 % FPR.
 
     Each iteration draws the same rows (with replacement) for both models, so the intervals are
-    of the *paired* difference. Draws without a fraud are skipped (and counted).
+    of the *paired* difference. Draws without a fraud are skipped (and counted). Above
+    ``max_rows`` rows the resampling runs on a uniform sample of that size (an iteration costs
+    O(rows): 0.6 s at 1M rows here); the interval of a smaller sample is wider, so the gate errs
+    on the side of keeping the champion.
     """
     import numpy as np
 
     from include.mlops.training import TARGET_FPR
 
     rng = np.random.default_rng(seed)
+    sampled = max_rows is not None and 0 < max_rows < len(y)
+    if sampled:
+        rows = np.sort(rng.choice(len(y), size=max_rows, replace=False))
+        y, challenger, champion = y[rows], challenger[rows], champion[rows]
     n = len(y)
     a, b = _ranked(y, challenger), _ranked(y, champion)
     d_pr, d_rec = [], []
@@ -312,6 +330,8 @@ def paired_bootstrap(
 
     return {
         "iterations": iterations,
+        "rows": n,
+        "sampled": sampled,
         "skipped": skipped,
         "confidence": confidence,
         "delta_pr_auc_interval": interval(d_pr),
@@ -398,6 +418,7 @@ def decide(
             policy.bootstrap,
             policy.confidence,
             policy.seed,
+            policy.bootstrap_rows,
         )
         comparison["bootstrap"] = boot
         low_pr = boot["delta_pr_auc_interval"][0]

@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -181,6 +181,10 @@ def test_decide_better_worse_and_tie() -> None:
     assert better.promote, better.reason
     low, _high = better.comparison["bootstrap"]["delta_pr_auc_interval"]
     assert low > 0 and better.comparison["delta_pr_auc"] >= 0.005
+    assert better.comparison["bootstrap"]["rows"] == len(y)
+    # Above the row cap the intervals come from a uniform sample: same verdict here, wider interval.
+    capped = decide(y, _model(2, strong), _model(1, medium), replace(policy, bootstrap_rows=3000))
+    assert capped.promote and capped.comparison["bootstrap"]["rows"] == 3000
 
     worse = decide(y, _model(2, medium), _model(1, strong), policy)
     assert not worse.promote and worse.outcome == "kept_champion"
