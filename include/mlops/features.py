@@ -49,6 +49,7 @@ import datetime as dt
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -333,6 +334,9 @@ def _duckdb() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     # hour() of a TIMESTAMPTZ follows the session time zone: pin it so features never depend on the host.
     con.execute("SET TimeZone = 'UTC'")
+    # An in-memory database spills to ".tmp" under the working directory by default (the project,
+    # when run from there): keep any spill in the system's temporary folder.
+    con.execute("SET temp_directory = $1", [str(Path(tempfile.gettempdir()) / "mlops-duckdb")])
     return con
 
 
@@ -347,7 +351,7 @@ def _day_bounds(day: dt.date) -> list[dt.datetime]:
 def _build_transaction_summaries(
     con: duckdb.DuckDBPyConnection, lake: storage.Location, day: dt.date
 ) -> int | None:
-    """Write the three transaction summaries of ``day``; the number of payments, or None without data."""
+    """Write the transaction summaries of ``day``; the number of payments, or None without data."""
     columns = [
         "transaction_id",
         "event_timestamp",
@@ -362,7 +366,7 @@ def _build_transaction_summaries(
         return None
     con.register("tx_arrow", tx)
     try:
-        # One conversion from Arrow, then three aggregations on DuckDB's own storage.
+        # One conversion from Arrow, then every aggregation on DuckDB's own storage.
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE tx AS
@@ -675,6 +679,8 @@ def compute_features_for_day(day: dt.date, settings: Settings | None = None) -> 
         "day": day.isoformat(),
         "snapshot_timestamp": ts.isoformat(),
         "transactions": payments,
+        # Labels that land after this run count from the next day's snapshot on (never earlier).
+        "labels_landed": labels is not None,
         "labels": labels[0] if labels else 0,
         "labels_without_payment": labels[1] if labels else 0,
         "history_days": history_days,
@@ -785,7 +791,7 @@ def _expand(text: str, env: dict[str, str], source: Path) -> str:
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in env:
-            raise KeyError(f"{source} refers to ${{{name}}}, which is not set")
+            raise ValueError(f"{source} refers to ${{{name}}}, which is not set")
         return env[name]
 
     return re.sub(r"\$\{(\w+)\}", value, text)
@@ -830,7 +836,8 @@ def _repo_objects(s: Settings) -> list[Any]:
 
     repo = Path(s.feast_repo).resolve()
     if str(repo) not in sys.path:
-        sys.path.insert(0, str(repo))
+        # Appended, so that these few top-level names never shadow an installed package.
+        sys.path.append(str(repo))
     kinds = (DataSource, Entity, FeatureView, OnDemandFeatureView, FeatureService)
     objects: list[Any] = []
     for path in get_repo_files(repo):
@@ -939,9 +946,10 @@ def training_frame(entity_df: pd.DataFrame, settings: Settings | None = None) ->
 
     ``entity_df`` needs ``customer_id``, ``merchant_id``, ``event_timestamp`` and the request fields
     (:data:`REQUEST_FIELDS`); a lake transactions table has them all. Feast neither keeps the order
-    nor, for some stores, every row: each row is tagged with its position, and the result is put back
-    in input order. Every input row comes back (an error otherwise), with its own columns unchanged
-    followed by :data:`FEATURE_COLUMNS`.
+    nor, for some stores, every row: each row is tagged with its position (not its transaction id,
+    so that even repeated ids come back once each) and the result is put back in input order. Every
+    input row comes back (an error otherwise), with its own columns unchanged followed by
+    :data:`FEATURE_COLUMNS`.
     """
     import pandas as pd
 
@@ -952,7 +960,7 @@ def training_frame(entity_df: pd.DataFrame, settings: Settings | None = None) ->
     if clash:
         raise ValueError(f"entity_df already has feature columns {clash}")
     base = entity_df.reset_index(drop=True)
-    request = base[[*ENTITY_KEYS, *[f for f in REQUEST_FIELDS if f not in ENTITY_KEYS]]].copy()
+    request = base[[*ENTITY_KEYS, *REQUEST_FIELDS]].copy()
     request["event_timestamp"] = pd.to_datetime(request["event_timestamp"], utc=True)
     request[_ROW] = range(len(request))
     if request.empty:
@@ -979,7 +987,7 @@ def online_features(entity_rows: list[dict], settings: Settings | None = None) -
     """
     import pandas as pd
 
-    needed = (*ENTITY_KEYS, *[f for f in REQUEST_FIELDS if f not in ENTITY_KEYS])
+    needed = (*ENTITY_KEYS, *REQUEST_FIELDS)
     rows = []
     for i, row in enumerate(entity_rows):
         absent = [k for k in needed if k not in row]
