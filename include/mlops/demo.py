@@ -86,8 +86,9 @@ def plan(
     drift_from = start + dt.timedelta(days=drift_day - 1) if drift_day else None
     first = first_training_day or (drift_day - 1 if drift_day else days // 2)
     # Labels trail by up to 5 days: the first model can only use the days fully labelled by then,
-    # split into training days and out-of-time days.
-    labelled = first - MAX_LABEL_DELAY_DAYS
+    # split into training days and out-of-time days; and the window's first day has no feature
+    # snapshot before it, so payments start counting from the second day.
+    labelled = first - MAX_LABEL_DELAY_DAYS - 1
     if labelled < 4:
         raise ValueError(
             f"the first model trains as of day {first}: only {max(labelled, 0)} fully labelled days; "

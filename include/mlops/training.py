@@ -230,6 +230,14 @@ def training_window(
     oot_start = through - dt.timedelta(days=oot_days - 1)
     train_end = oot_start - dt.timedelta(days=1)
     train_start = train_end - dt.timedelta(days=window_days - 1)
+    # A young lake has fewer days than the window asks for: start at its second day (the first
+    # has no feature snapshot before it) rather than fail, as long as two training days remain.
+    # The window actually used is what gets logged.
+    first = next(iter(_partition_days(lake, TRANSACTIONS.name)), None)
+    if first is not None and train_start <= first and (train_end - first).days >= 2:
+        train_start = first + dt.timedelta(days=1)
+        window_days = (train_end - train_start).days + 1
+        _log(f"the lake starts on {first}: training window shortened to {train_start}..{train_end}")
     validation_days = max(1, round(window_days * VALIDATION_SHARE))
     return Window(
         as_of=as_of,
