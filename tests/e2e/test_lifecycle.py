@@ -1,9 +1,9 @@
 """The whole lifecycle under a real scheduler, driven the way `make demo` drives it.
 
-A short replay (13 days, drift from day 10, a bad drop on day 6): every good day lands in the
-lake, the feature store and the predictions; the first model becomes champion; the drift monitor
-triggers `train_model` with its reason; the bad day is quarantined while the others complete; and
-a REST backfill of two days leaves every store unchanged.
+A short replay (14 days, drift from day 11, a bad drop on day 9, outside every training window):
+every good day lands in the lake, the feature store and the predictions; the first model becomes
+champion; the drift monitor triggers `train_model` with its reason; the bad day is quarantined
+while the others complete; and a REST backfill of two days leaves every store unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
-DAYS, ROWS, DRIFT_DAY, FIRST_TRAINING_DAY, BAD_DAY = 13, 4000, 10, 9, 6
+DAYS, ROWS, DRIFT_DAY, FIRST_TRAINING_DAY, BAD_DAY = 14, 4000, 11, 10, 9
 
 # What the scheduler's processes run with, on top of the stack's own home and port. Small days
 # carry few frauds: the floors are lowered so the mechanism, not the model quality, is tested.
