@@ -204,10 +204,18 @@ def test_cli_trains_in_a_subprocess(lake_settings: Settings) -> None:
 
 
 def test_missing_partitions_are_named(lake_settings: Settings) -> None:
+    import dataclasses
+
     from include.mlops import training
 
+    # A window longer than the lake's history is shortened to start on its second day...
+    window = training.training_window(AS_OF, 20, OOT_DAYS)
+    assert window.train_start == dt.date(2026, 1, 2)
+    training.check_window(window)
+    # ...and a window that really reaches missing days names every missing partition.
+    window = dataclasses.replace(window, train_start=dt.date(2025, 12, 29))
     with pytest.raises(training.TrainingDataError) as error:
-        training.train(AS_OF, 20, OOT_DAYS, "too long a window", None)
+        training.check_window(window)
     message = str(error.value)
     assert "transactions dt=2025-12-29" in message and "transactions dt=2025-12-31" in message
     assert "features/customer dt=2025-12-28" in message
