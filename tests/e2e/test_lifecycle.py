@@ -45,6 +45,12 @@ def _fingerprints(root: Path) -> dict[str, str]:
     return out
 
 
+def _predictions(lake: Path, day: str):
+    import pandas as pd
+
+    return pd.read_parquet(lake / "predictions" / f"dt={day}" / "part-00000.parquet")
+
+
 @pytest.fixture(scope="module")
 def replay(airflow_stack, monkeypatch_module):
     from include.mlops import settings as settings_module
@@ -144,6 +150,7 @@ def test_a_rest_backfill_of_two_days_leaves_every_store_unchanged(replay):
     stores = ("transactions", "labels", "features", "predictions")
     before = {s: _fingerprints(lake / s) for s in stores}
     days = [plan.keys[-4], plan.keys[-3]]
+    before_predictions = {day: _predictions(lake, day) for day in days}
     counts = {d: len(tracker.runs(d)) for d in demo_module.PIPELINE}
     stack.client.backfill("ingest_transactions", f"{days[0]}T00:00:00Z", f"{days[1]}T00:00:00Z")
     stack.wait_until(
@@ -159,7 +166,17 @@ def test_a_rest_backfill_of_two_days_leaves_every_store_unchanged(replay):
     )
     assert demo_module.failures(plan, tracker) == []
     after = {s: _fingerprints(lake / s) for s in stores}
-    for store in stores:
+    for store in ("transactions", "labels", "features"):
         assert after[store] == before[store], f"{store} changed after a rerun of {days}"
+    # Predictions record the models that scored them: a challenger registered since the first
+    # scoring now scores in shadow. The day still has one file, the same payments, and the same
+    # champion scores when the champion is the same version.
+    assert after["predictions"].keys() == before["predictions"].keys()
+    for day in days:
+        old, new = before_predictions[day], _predictions(lake, day)
+        assert new["transaction_id"].is_unique and set(new["transaction_id"]) == set(old["transaction_id"])
+        if set(old["champion_version"]) == set(new["champion_version"]):
+            merged = old.merge(new, on="transaction_id", suffixes=("_old", "_new"))
+            assert (merged["score_champion_old"] == merged["score_champion_new"]).all(), day
     assert len(tracker.runs("train_model")) == counts["train_model"], "a rerun must not retrain again"
     assert os.path.exists(stack.home / "reports" / "drift" / f"dt={days[0]}" / "verdict.json")
