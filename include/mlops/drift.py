@@ -84,7 +84,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from include.mlops import storage
 from include.mlops.settings import settings as current_settings
@@ -981,24 +980,9 @@ def experiment_name(settings: Settings | None = None) -> str:
 
 
 def _experiment_id(client: Any, s: Settings) -> str:
-    from mlflow.exceptions import MlflowException
+    from include.mlops.training import ensure_experiment
 
-    name = experiment_name(s)
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = f"{s.mlflow_artifact_url.rstrip('/')}/{name}"
-    scheme = urlparse(location).scheme
-    if scheme in ("", "file"):
-        location = str(Path(urlparse(location).path if scheme else location).resolve())
-        Path(location).mkdir(parents=True, exist_ok=True)
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    return ensure_experiment(client, s, name=experiment_name(s))
 
 
 def monitoring_run(day: dt.date, settings: Settings | None = None) -> str:

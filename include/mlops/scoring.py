@@ -59,14 +59,6 @@ def _read_transactions(day: dt.date, s: Settings) -> pd.DataFrame:
     return pa.concat_tables(tables).to_pandas()
 
 
-def _alias_version(client, name: str, alias: str) -> int | None:
-    # The registry's own reading: a missing alias is None, an unreachable registry is an error
-    # (never a silently skipped day).
-    from include.mlops.promotion import _alias_version as alias_version
-
-    return alias_version(client, name, alias)
-
-
 def score_day(day: dt.date, settings_: Settings | None = None) -> dict:
     """Score ``day`` with the champion (and a distinct challenger in shadow); write its predictions.
 
@@ -75,6 +67,9 @@ def score_day(day: dt.date, settings_: Settings | None = None) -> dict:
     """
     import pyarrow as pa
 
+    # The registry's own reading: a missing alias is None, an unreachable registry is an error
+    # (never a silently skipped day).
+    from include.mlops.promotion import _alias_version
     from include.mlops.training import configure_mlflow, feature_columns, load_scorer, with_features
 
     s = settings_ or settings()

@@ -720,12 +720,12 @@ def configure_mlflow(settings: Settings | None = None) -> Any:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def ensure_experiment(client: Any, settings: Settings | None = None) -> str:
-    """The training experiment's id, created with an explicit artifact location if needed."""
+def ensure_experiment(client: Any, settings: Settings | None = None, name: str | None = None) -> str:
+    """An experiment's id (default: training's), created with an explicit artifact location if needed."""
     from mlflow.exceptions import MlflowException
 
     s = _settings(settings)
-    name = experiment_name(s)
+    name = name or experiment_name(s)
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
