@@ -86,6 +86,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.mlops import storage
+from include.mlops.settings import env_number
 from include.mlops.settings import settings as current_settings
 from include.mlops.simulator import MAX_LABEL_DELAY_DAYS
 
@@ -165,23 +166,11 @@ def _env_text(environ: Mapping[str, str], name: str) -> str:
 
 
 def _env_float(environ: Mapping[str, str], name: str, default: float) -> float:
-    text = _env_text(environ, name)
-    if not text:
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a number") from None
+    return env_number(name, default, float, environ)
 
 
 def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    text = _env_text(environ, name)
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not an integer") from None
+    return env_number(name, default, int, environ)
 
 
 def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:

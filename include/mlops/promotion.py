@@ -72,6 +72,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from include.mlops.settings import env_number
 from include.mlops.settings import settings as current_settings
 
 if TYPE_CHECKING:
@@ -117,13 +118,7 @@ def _settings(settings: Settings | None) -> Settings:
 
 
 def _env_float(name: str, default: float) -> float:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a number") from None
+    return env_number(name, default, float)
 
 
 def _now() -> str:

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -83,6 +83,19 @@ def _env(environ: Mapping[str, str], name: str, default: str) -> str:
     return value if value.strip() else default
 
 
+def env_number(name: str, default: float, kind: type = int, environ: Mapping[str, str] | None = None) -> Any:
+    """A numeric setting: ``kind`` (int or float) of the variable, ``default`` when unset or blank."""
+    environ = os.environ if environ is None else environ
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise SettingsError(f"{name}={text!r} is not {expected}") from None
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build settings from ``environ`` (default: the process environment)."""
     environ = os.environ if environ is None else environ
@@ -103,11 +116,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
 
     def integer(name: str, default: int) -> int:
-        text = _env(environ, name, str(default))
-        try:
-            return int(text)
-        except ValueError:
-            raise SettingsError(f"{name}={text!r} is not an integer") from None
+        return env_number(name, default, int, environ)
 
     endpoint = _env(environ, "MLOPS_S3_ENDPOINT_URL", environ.get("AWS_ENDPOINT_URL", "")) or None
 

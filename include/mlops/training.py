@@ -73,7 +73,7 @@ from urllib.parse import urlparse
 
 from include.mlops import storage
 from include.mlops.schema import LABELS, TRANSACTIONS
-from include.mlops.settings import PROJECT_ROOT
+from include.mlops.settings import PROJECT_ROOT, env_number
 from include.mlops.settings import settings as current_settings
 from include.mlops.simulator import MAX_LABEL_DELAY_DAYS
 
@@ -119,13 +119,7 @@ def _settings(settings: Settings | None) -> Settings:
 
 
 def _env_int(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not an integer") from None
+    return env_number(name, default, int)
 
 
 def _days(start: dt.date, end: dt.date) -> list[dt.date]:
