@@ -365,15 +365,6 @@ def _read_drop(folder: Location, dataset: Dataset) -> tuple[pa.Table | None, pd.
     return None, pd.concat(frames, ignore_index=True), files
 
 
-def _encode(table: pa.Table) -> bytes:
-    """The lake file's bytes, with the options of :func:`include.mlops.storage.write_parquet`."""
-    import pyarrow.parquet as pq
-
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", coerce_timestamps="us")
-    return sink.getvalue().to_pybytes()
-
-
 def _lake_bytes(table: pa.Table, dataset: Dataset) -> bytes:
     """The partition's file: the schema's columns in order, rows sorted by key (reruns are byte-identical)."""
     import pyarrow.compute as pc
@@ -383,7 +374,7 @@ def _lake_bytes(table: pa.Table, dataset: Dataset) -> bytes:
     # Producers usually write in key order already: checking costs milliseconds, sorting 0.2 s a 1M rows.
     if len(key) > 1 and not pc.all(pc.less_equal(key[:-1], key[1:])).as_py():
         ordered = ordered.sort_by([(dataset.key_column, "ascending")])
-    return _encode(ordered)
+    return storage.encode_parquet(ordered)
 
 
 def _lake_state(lake_folder: Location, day: dt.date) -> str:

@@ -98,17 +98,22 @@ def write_bytes(loc: Location, data: bytes) -> None:
             os.remove(tmp)
 
 
-def write_parquet(loc: Location, table: pa.Table) -> None:
-    """Write an Arrow table as one parquet file, atomically.
+def encode_parquet(table: pa.Table) -> bytes:
+    """The project's parquet encoding of a table: zstd, timestamps in microseconds.
 
-    Timestamps are kept in microseconds: Feast's DuckDB offline store cannot read nanoseconds.
+    Microseconds because Feast's DuckDB offline store cannot read nanoseconds.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", coerce_timestamps="us")
-    write_bytes(loc, sink.getvalue().to_pybytes())
+    return sink.getvalue().to_pybytes()
+
+
+def write_parquet(loc: Location, table: pa.Table) -> None:
+    """Write an Arrow table as one parquet file (:func:`encode_parquet`), atomically."""
+    write_bytes(loc, encode_parquet(table))
 
 
 def delete(loc: Location) -> None:
