@@ -30,7 +30,7 @@ DATASET = "transactions"
     start_date=START_DATE,
     catchup=False,
     max_active_runs=4,
-    default_args=default_args(),
+    default_args=default_args("ingest_transactions"),
     params={"day": Param(None, type=["null", "string"], format="date", description="Day to ingest")},
     tags=["mlops", "ingestion", "great-expectations"],
     doc_md=__doc__,

@@ -24,7 +24,7 @@ from include.mlops.orchestration import START_DATE, default_args, features_asset
     start_date=START_DATE,
     catchup=False,
     max_active_runs=2,
-    default_args=default_args(),
+    default_args=default_args("score_transactions"),
     params={"day": Param(None, type=["null", "string"], format="date", description="Day to score")},
     tags=["mlops", "scoring", "mlflow"],
     doc_md=__doc__,

@@ -34,7 +34,7 @@ from include.mlops.training_backend import TRAINING_ARGV, kubernetes_training_op
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(),
+    default_args=default_args("train_model"),
     dagrun_timeout=dt.timedelta(hours=6),
     params={
         "reason": Param("nightly schedule", type="string", description="Why this run trains"),

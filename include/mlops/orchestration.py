@@ -24,13 +24,28 @@ START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DAY_TEMPLATE = "{{ dag_run.partition_key or params.day or ds }}"
 
 
-def default_args(**overrides: Any) -> dict[str, Any]:
-    """Retries and ownership shared by every DAG."""
+# Task priority per DAG (absolute weights). When the heavy pool is contended, as in a backfill,
+# a day's later stages outrank new ingestion, so days come out finished one after another instead
+# of all waiting behind the last drop; transactions, which features wait on, outrank labels.
+PRIORITY = {
+    "ingest_labels": 1,
+    "ingest_transactions": 2,
+    "materialize_features": 3,
+    "score_transactions": 4,
+    "monitor_drift": 5,
+    "train_model": 6,
+}
+
+
+def default_args(dag_id: str, **overrides: Any) -> dict[str, Any]:
+    """Retries, ownership and the DAG's task priority (:data:`PRIORITY`), shared by every DAG."""
     args: dict[str, Any] = {
         "owner": OWNER,
         "retries": 2,
         "retry_delay": dt.timedelta(minutes=1),
         "retry_exponential_backoff": True,
+        "priority_weight": PRIORITY[dag_id],
+        "weight_rule": "absolute",
     }
     args.update(overrides)
     return args
