@@ -25,9 +25,10 @@ from include.mlops.orchestration import START_DATE, default_args, drift_asset, p
     schedule=PartitionedAssetTimetable(assets=predictions_asset()),
     start_date=START_DATE,
     catchup=False,
-    # One day at a time: the cooldown decision of a day must see the decisions of the days before.
-    max_active_runs=1,
-    default_args=default_args(),
+    # Two days at a time in a backfill: each day's cooldown decision is taken under the model's
+    # lock, and a day decided after a later one defers to that later day's request.
+    max_active_runs=2,
+    default_args=default_args("monitor_drift"),
     params={"day": Param(None, type=["null", "string"], format="date", description="Day to check")},
     tags=["mlops", "monitoring", "evidently"],
     doc_md=__doc__,

@@ -62,8 +62,9 @@ Tags on the registered model in MLflow: ``drift_retrain_requested_day``, ``drift
 ``drift_retrain_requested_at`` (UTC), ``drift_retrain_model_version`` and
 ``drift_retrain_airflow_run_id``. MLflow is the one store every profile and every worker already
 shares (the registry the champion lives in), tags are visible next to the promotion's
-``last_decision``, and the monitor writes them one day at a time (``monitor_drift`` has
-``max_active_runs=1``). Each day's ``verdict.json`` keeps the history.
+``last_decision``. Reading them, deciding and recording a request happen under the model's
+promotion lock, so two days monitored at once (``monitor_drift`` runs two days at a time) decide
+one after the other. Each day's ``verdict.json`` keeps the history.
 
 Rerunning a day that asked for a retrain answers ``retrain: false`` (already requested): to retry
 a trigger that failed, clear only the ``retrain_on_drift`` task, whose input is kept.
@@ -1114,53 +1115,57 @@ def monitor_day(day: dt.date, airflow_run_id: str | None = None, settings: Setti
         )
 
     performance = measure_performance(day, version, policy, s)
-    trigger = last_trigger(s)
-    running = retrain_running(trigger, policy, s)
-    verdict = decide(summary, performance, trigger.day if trigger else None, day, policy, running)
+    # Reading the cooldown state, deciding and recording a request happen under the model's lock
+    # (the promotion lock), so two days monitored at once cannot both pass the cooldown.
+    from include.mlops.promotion import promotion_lock
 
-    run_id = monitoring_run(day, s)
-    folder = report_location(day, s)
-    result: dict[str, Any] = {
-        **verdict.as_dict(),
-        "model_version": version,
-        "drifted_columns": {c.column: _finite(c.score) for c in summary.drifted},
-        "drift_share": summary.share,
-        "prediction_psi": _finite(summary.prediction.score) if summary.prediction else None,
-        "performance": performance.as_dict(),
-        "report_url": folder.url,
-        "mlflow_run_id": run_id,
-        "airflow_run_id": airflow_run_id,
-        "rows": rows,
-        "sampled_rows": len(current),
-        "reference_rows": len(reference),
-        "report_seconds": round(report_seconds, 3),
-    }
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
         local = Path(tmp)
         snapshot.save_html(str(local / HTML_NAME))
         (local / JSON_NAME).write_text(snapshot.json())
-        result["seconds"] = round(time.perf_counter() - started, 3)
-        record = {
-            **result,
-            "computed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "policy": policy.as_dict(),
-            "drift": summary.as_dict(),
-            "last_trigger": trigger.as_dict() if trigger else None,
-            "retrain_running": running,
-        }
-        if verdict.retrain:
-            record["last_trigger"] = {"day": day.isoformat(), "reason": verdict.reason, "new": True}
-        (local / VERDICT_NAME).write_text(
-            json.dumps(_json_safe(record), indent=2, default=str, allow_nan=False)
-        )
-        # verdict.json last: it names the other two.
-        for name in (HTML_NAME, JSON_NAME, VERDICT_NAME):
-            storage.write_bytes(folder.join(name), (local / name).read_bytes())
-        try:
-            _log_run(client, run_id, local, summary, performance, result)
-        finally:
-            client.set_terminated(run_id)
-    if verdict.retrain:
-        record_trigger(verdict, version, airflow_run_id, s)
+        with promotion_lock(s):
+            trigger = last_trigger(s)
+            running = retrain_running(trigger, policy, s)
+            verdict = decide(summary, performance, trigger.day if trigger else None, day, policy, running)
+            run_id = monitoring_run(day, s)
+            folder = report_location(day, s)
+            result: dict[str, Any] = {
+                **verdict.as_dict(),
+                "model_version": version,
+                "drifted_columns": {c.column: _finite(c.score) for c in summary.drifted},
+                "drift_share": summary.share,
+                "prediction_psi": _finite(summary.prediction.score) if summary.prediction else None,
+                "performance": performance.as_dict(),
+                "report_url": folder.url,
+                "mlflow_run_id": run_id,
+                "airflow_run_id": airflow_run_id,
+                "rows": rows,
+                "sampled_rows": len(current),
+                "reference_rows": len(reference),
+                "report_seconds": round(report_seconds, 3),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            record = {
+                **result,
+                "computed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "policy": policy.as_dict(),
+                "drift": summary.as_dict(),
+                "last_trigger": trigger.as_dict() if trigger else None,
+                "retrain_running": running,
+            }
+            if verdict.retrain:
+                record["last_trigger"] = {"day": day.isoformat(), "reason": verdict.reason, "new": True}
+            (local / VERDICT_NAME).write_text(
+                json.dumps(_json_safe(record), indent=2, default=str, allow_nan=False)
+            )
+            # verdict.json last: it names the other two.
+            for name in (HTML_NAME, JSON_NAME, VERDICT_NAME):
+                storage.write_bytes(folder.join(name), (local / name).read_bytes())
+            try:
+                _log_run(client, run_id, local, summary, performance, result)
+            finally:
+                client.set_terminated(run_id)
+            if verdict.retrain:
+                record_trigger(verdict, version, airflow_run_id, s)
     _log(verdict.explanation)
     return _json_safe(result)

@@ -2,7 +2,7 @@
 
 The world is the one of test_scoring.py (built once per session): a champion trained on clean days
 (OOT days 5-6), predictions for days 4-19, the simulator's drift from day 14. The days are checked
-once, in order, as ``monitor_drift`` (``max_active_runs=1``) would; the tests assert on what the
+once, in order, as a daily ``monitor_drift`` would; the tests assert on what the
 checks returned and left behind. The first tests are unit tests of the pure parts.
 """
 
@@ -338,6 +338,19 @@ def test_rerunning_a_day_never_triggers_twice(monitored: Monitored) -> None:
     assert monitored.rerun_second_trigger["suppressed_by"] == drift.SUPPRESSED_SAME_DAY
     # The record still points at the day that asked, with its original request.
     assert monitored.final_trigger.day == day(monitored.first_trigger + COOLDOWN)
+
+
+def test_a_day_decides_only_under_the_model_lock(monitored: Monitored, world_settings: Settings) -> None:
+    """``monitor_drift`` runs two days at a time in a backfill: each decision takes the model's lock."""
+    from include.mlops.promotion import LockTimeout, promotion_lock
+
+    assert monitored.first_trigger is not None
+    before = drift.last_trigger(world_settings)
+    with pytest.MonkeyPatch.context() as mp, promotion_lock(world_settings):
+        mp.setenv("MLOPS_PROMOTION_LOCK_TIMEOUT", "1")
+        with pytest.raises(LockTimeout):
+            drift.monitor_day(day(DRIFT_DAY), airflow_run_id="test__locked", settings=world_settings)
+    assert drift.last_trigger(world_settings) == before
 
 
 def test_performance_is_measured_once_labels_have_arrived(
