@@ -7,9 +7,8 @@ scheduler, as if the platform went live today with that history:
    ``--drift-day``-th day;
 2. **ingest**: unpause the pipeline and backfill both ingestion DAGs through the REST API; each
    landed day fans out to ``materialize_features`` through its partitioned asset;
-3. **first model**: trigger ``train_model`` as of the day before the drift (labels arrive up to
-   5 days late, so it learns from the days that were fully labelled then) and let the policy
-   promote it;
+3. **first model**: trigger ``train_model`` as of the first day with five fully labelled days
+   behind it (labels arrive up to 5 days late) and let the policy promote it;
 4. **score and monitor**: trigger ``score_transactions`` for each day after that; each scored day
    fans out to ``monitor_drift``, which triggers ``train_model`` with the reason when drift
    passes the policy (once, under the cooldown), and the promotion decision follows.
@@ -37,6 +36,8 @@ from include.mlops.settings import settings
 PRODUCERS = ("ingest_transactions", "ingest_labels")
 PIPELINE = (*PRODUCERS, "materialize_features", "score_transactions", "monitor_drift", "train_model")
 TERMINAL = {"success", "failed"}
+FIRST_MODEL_LABELLED_DAYS = 5
+"""Fully labelled days the first model learns from (training days plus one out-of-time day)."""
 
 
 @dataclass
@@ -78,13 +79,17 @@ def plan(
 ) -> DemoPlan:
     """The demo's window: ``days`` days ending yesterday; drift from the ``drift_day``-th day.
 
-    The first model is trained as of the day before the drift (or ``first_training_day``).
+    The first model is trained as of the first day with :data:`FIRST_MODEL_LABELLED_DAYS` fully
+    labelled days behind it (or ``first_training_day``), before the drift; the drift-triggered
+    retrain later learns from more labelled days than it did, so the promotion step compares two
+    different models.
     """
     from include.mlops.simulator import MAX_LABEL_DELAY_DAYS
 
     start = today - dt.timedelta(days=days)
     drift_from = start + dt.timedelta(days=drift_day - 1) if drift_day else None
-    first = first_training_day or (drift_day - 1 if drift_day else days // 2)
+    earliest = FIRST_MODEL_LABELLED_DAYS + MAX_LABEL_DELAY_DAYS + 1
+    first = first_training_day or (min(earliest, drift_day - 1) if drift_day else max(earliest, days // 2))
     # Labels trail by up to 5 days: the first model can only use the days fully labelled by then,
     # split into training days and out-of-time days; and the window's first day has no feature
     # snapshot before it, so payments start counting from the second day.
@@ -253,8 +258,20 @@ def _q(text: str) -> str:
     return urllib.parse.quote(text, safe="")
 
 
+def _scored(day: str) -> bool:
+    """Whether ``day`` has a predictions partition (scored by a champion)."""
+    from include.mlops import storage
+
+    return storage.exists(storage.location(f"{settings().lake_url}/predictions/dt={day}/part-00000.parquet"))
+
+
 def run_pipeline(demo: DemoPlan, client: Any, timeout: float = 1800.0, log=_log) -> Tracker:
-    """Drive stages 2-4 against a running Airflow; returns the tracker for the summary."""
+    """Drive stages 2-4 against a running Airflow; returns the tracker for the summary.
+
+    The replay keeps production's order: every day is in before the first model trains, and the
+    days after it are scored (and monitored) oldest first. Their scheduled scoring runs ran before
+    there was a champion and skipped, so they are triggered again once the first model is in.
+    """
     tracker = Tracker(client, log)
     deadline = time.monotonic() + timeout
 
@@ -271,15 +288,13 @@ def run_pipeline(demo: DemoPlan, client: Any, timeout: float = 1800.0, log=_log)
             client.backfill(dag_id, f"{demo.start}T00:00:00Z", f"{demo.end - dt.timedelta(days=1)}T00:00:00Z")
     log(f"stage ingest: backfilling {demo.start} .. {demo.end} ({demo.days} days x 2 datasets)")
     good_keys = [k for k in demo.keys if not (demo.bad_day and k == demo.bad_day.isoformat())]
-    tracker.wait(
-        lambda: (
-            all(tracker.settled(d, demo.keys) for d in PRODUCERS)
-            and tracker.settled("materialize_features", good_keys)
-        ),
-        "ingestion and features of every day",
-        left(),
-    )
 
+    def ingested(keys: list[str]) -> bool:
+        return all(tracker.settled(d, keys) for d in PRODUCERS) and tracker.settled(
+            "materialize_features", [k for k in keys if k in good_keys]
+        )
+
+    tracker.wait(lambda: ingested(demo.keys), "ingestion and features of every day", left())
     as_of = demo.first_training_as_of.isoformat()
     log(f"stage first model: training as of {as_of}")
     client.trigger(
@@ -296,8 +311,15 @@ def run_pipeline(demo: DemoPlan, client: Any, timeout: float = 1800.0, log=_log)
     )
 
     scored = [k for k in demo.scored_keys if k in good_keys]
-    log(f"stage score and monitor: {scored[0]} .. {scored[-1]} ({len(scored)} days)")
-    for key in scored:
+    tracker.wait(lambda: tracker.settled("score_transactions", scored), "the scheduled scoring runs", left())
+    states = tracker.states("score_transactions", scored)
+    # A run that finished without predictions ran before the first promotion (it skipped).
+    missing = [k for k in scored if states.get(k) == "success" and not _scored(k)]
+    log(
+        f"stage score and monitor: {scored[0]} .. {scored[-1]} ({len(scored)} days: "
+        f"{len(missing)} triggered, {len(scored) - len(missing)} already scored)"
+    )
+    for key in missing:
         client.trigger("score_transactions", partition_key=key)
         time.sleep(0.5)  # SQLite: one write at a time keeps the API from answering 500
     tracker.wait(
