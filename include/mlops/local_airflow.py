@@ -114,6 +114,11 @@ def _pid_file(component: str) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A component that exited but was started by this very process (the
+    demo, the benchmarks, the tests) stays a zombie until reaped: it is reaped here, not waited for."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
