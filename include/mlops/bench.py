@@ -1,71 +1,57 @@
 """Benchmarks: ``make bench``. They print figures and save them; they never pass or fail.
 
-Each stage runs in a fresh process (so its peak RSS is its own) on simulated days of the given
-sizes, next to a floor measured in the same run on the same rows: the raw work the stage wraps.
-Results go to ``$MLOPS_HOME/bench/latest.json``.
+For each size (rows in the measured day) the bench builds a *world* under
+``$MLOPS_HOME/bench/<size>/``: eleven days of history at 3/5 of the size (lake, labels,
+feature summaries and snapshots, the Feast registry), written directly, unmeasured. Then it runs
+the pipeline's stages on day 12, each in a fresh process (so its peak RSS and its start-up are its
+own), and next to each a *floor* measured in the same run on the same rows:
 
-Stages measured so far: simulate (floor: writing the same table as parquet) and ingest (GX
-validation + atomic lake write; floor: reading and writing the same parquet), plus the parse time
-of every DAG file beyond the Airflow import.
+==============  =======================================  =============================================
+stage           what runs                                floor
+==============  =======================================  =============================================
+simulate        generate the day, write the drop         write the same table as parquet
+ingest          GX validation + atomic lake write        read and write the same parquet
+features        ``compute_features_for_day``             DuckDB: read the day, one GROUP BY customer
+                                                         (count, sum), write it as parquet
+materialize     ``materialize_day`` into SQLite          one wide ``executemany`` INSERT of the
+                                                         day's snapshot rows into a fresh SQLite file
+training        ``train`` (two training days and one     ``xgboost.train`` on a matrix of the same
+                OOT day of history), MLflow, registry    shape, same rounds and parameters
+scoring         ``score_day`` (champion)                 read the day and the snapshots, join them
+                                                         with Arrow, write one score per row
+drift           ``monitor_day`` (Evidently, 50k sample)  decile PSI with numpy on the same columns
+                                                         and sample, against 5,000 reference rows
+==============  =======================================  =============================================
+
+``seconds`` is the stage's own work; ``wall_seconds`` is the whole process (interpreter, imports,
+work): what a task pays. The scaling exponent is ``log(t2/t1) / log(n2/n1)`` over the work
+seconds of the smallest and largest sizes. ``--scheduler`` also runs one day's chain (ingest,
+features, scoring, drift) under a real local Airflow and compares its wall time with the sum of
+its tasks' durations: the orchestration overhead. Results go to ``$MLOPS_HOME/bench/latest.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from include.mlops.settings import PROJECT_ROOT, settings
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-_STAGE = r"""
-import datetime as dt, json, resource, sys, time
-from include.mlops.settings import settings
-stage, rows, day = sys.argv[1], int(sys.argv[2]), dt.date.fromisoformat(sys.argv[3])
-out = {}
-if stage == "simulate":
-    from include.mlops.simulator import SimulationConfig, transactions_for_day, write_drop
-    t = time.perf_counter()
-    table = transactions_for_day(day, SimulationConfig(rows_per_day=rows))
-    write_drop(settings().landing_url, "transactions", day, table)
-    out["seconds"] = time.perf_counter() - t
-    out["rows"] = table.num_rows
-elif stage == "simulate_floor":
-    import pyarrow.parquet as pq
-    from include.mlops.simulator import SimulationConfig, transactions_for_day
-    table = transactions_for_day(day, SimulationConfig(rows_per_day=rows))
-    t = time.perf_counter()
-    pq.write_table(table, "/dev/null")
-    out["seconds"] = time.perf_counter() - t
-    out["rows"] = table.num_rows
-elif stage == "ingest":
-    from include.mlops.simulator import SimulationConfig, transactions_for_day, write_drop
-    drop = transactions_for_day(day, SimulationConfig(rows_per_day=rows))
-    write_drop(settings().landing_url, "transactions", day, drop)
-    import great_expectations  # the import is task start-up, measured apart
-    from include.mlops.ingest import ingest_day
-    t = time.perf_counter()
-    result = ingest_day("transactions", day)
-    out["seconds"] = time.perf_counter() - t
-    out["rows"] = result.rows
-elif stage == "ingest_floor":
-    import pyarrow.parquet as pq, glob
-    path = glob.glob(f"{settings().landing_url}/transactions/dt={day}/*.parquet")[0]
-    t = time.perf_counter()
-    table = pq.read_table(path)
-    pq.write_table(table, "/dev/null", compression="zstd")
-    out["seconds"] = time.perf_counter() - t
-    out["rows"] = table.num_rows
-out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(out))
-"""
+HISTORY_DAYS = 11
+DAY = dt.date(2026, 3, 12)
+"""The measured day: day 12 of the world."""
+FIRST = DAY - dt.timedelta(days=HISTORY_DAYS)
+TRAIN_AS_OF = DAY - dt.timedelta(days=1)
+TRAIN_WINDOW_DAYS = 2
+TRAIN_OOT_DAYS = 1
 
 _PARSE = r"""
 import json, sys, time, runpy
@@ -75,62 +61,206 @@ runpy.run_path(sys.argv[1])
 print(json.dumps({"seconds": time.perf_counter() - t}))
 """
 
+STAGES = ("simulate", "ingest", "features", "materialize", "training", "scoring", "drift")
+CHAIN = ("ingest", "features", "materialize", "scoring", "drift")
+"""The stages one day goes through in production (the goal: under 90 s at 1M rows, start-up included)."""
 
-def _run(code: str, *args: str, env: dict[str, str]) -> dict:
+
+def _run(command: list[str], env: dict[str, str]) -> dict:
+    started = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=PROJECT_ROOT
+        [sys.executable, *command], capture_output=True, text=True, env=env, cwd=PROJECT_ROOT
     )
     if out.returncode != 0:
-        raise RuntimeError(f"benchmark step {args} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"benchmark step {command[:3]} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["wall_seconds"] = time.perf_counter() - started
+    return result
 
 
-def run(sizes: list[int], home: Path) -> dict:
+def _step(name: str, rows: int, env: dict[str, str], *extra: str, day: dt.date = DAY) -> dict:
+    """One step of :mod:`include.mlops.bench_stages` in a fresh process."""
+    return _run(["-m", "include.mlops.bench_stages", name, str(rows), day.isoformat(), *extra], env)
+
+
+def _environment(home: Path) -> dict[str, str]:
     env = {**os.environ, "MLOPS_HOME": str(home), "PYTHONPATH": str(PROJECT_ROOT)}
+    for name in list(env):
+        # The bench's own stores, whatever the caller's profile points at.
+        if (name.startswith("MLOPS_") and name not in ("MLOPS_HOME",)) or name == "MLFLOW_TRACKING_URI":
+            env.pop(name)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    results: dict = {"machine": f"{os.cpu_count()} CPUs", "stages": {}, "dag_parse_seconds": {}}
-    day = "2026-03-02"
-    for stage, floor in (("simulate", "simulate_floor"), ("ingest", "ingest_floor")):
-        per_size = {}
-        for rows in sizes:
-            measured = _run(_STAGE, stage, str(rows), day, env=env)
-            base = _run(_STAGE, floor, str(rows), day, env=env)
-            measured.update(
-                rows_per_second=measured["rows"] / measured["seconds"],
-                floor_seconds=base["seconds"],
-                ratio_to_floor=measured["seconds"] / max(base["seconds"], 1e-9),
-            )
-            per_size[rows] = measured
-            print(
-                f"{stage:<10} {rows:>9,} rows: {measured['seconds']:7.2f} s  "
-                f"{measured['rows_per_second']:>10,.0f} rows/s  peak {measured['peak_rss_mib']:6.0f} MiB  "
-                f"floor {base['seconds']:.2f} s  x{measured['ratio_to_floor']:.1f}",
-                flush=True,
-            )
-        if len(sizes) > 1:
-            small, large = per_size[sizes[0]], per_size[sizes[-1]]
-            exponent = math.log(large["seconds"] / small["seconds"]) / math.log(large["rows"] / small["rows"])
-            per_size["scaling_exponent"] = exponent
-            print(f"{stage:<10} scaling exponent {sizes[0]:,} -> {sizes[-1]:,}: {exponent:.2f}", flush=True)
-        results["stages"][stage] = per_size
-    for path in sorted((PROJECT_ROOT / "dags").glob("*.py")):
-        seconds = _run(_PARSE, str(path), env=env)["seconds"]
-        results["dag_parse_seconds"][path.name] = seconds
-        print(f"parse {path.name:<28} {seconds:.3f} s beyond the Airflow import", flush=True)
+    return env
+
+
+def _machine() -> dict:
+    memory = ""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory = f"{pages / 2**30:.0f} GiB"
+    except (ValueError, OSError):
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory": memory, "python": platform.python_version()}
+
+
+def measure_size(rows: int, root: Path, log=print) -> dict:
+    """Build the world for ``rows`` and measure every stage and its floor on its day 12."""
+    home = root / str(rows)
+    if home.exists():
+        import shutil
+
+        shutil.rmtree(home)
+    env = _environment(home)
+    started = time.perf_counter()
+    world = _step("world", rows, env, FIRST.isoformat())
+    log(
+        f"world {rows:>9,} rows: {HISTORY_DAYS} days of history at {world['history_rows_per_day']:,} rows "
+        f"built in {time.perf_counter() - started:.0f} s (not measured)"
+    )
+    results: dict = {}
+    for stage in STAGES:
+        extra: tuple[str, ...] = ()
+        if stage == "training":
+            extra = (TRAIN_AS_OF.isoformat(), str(TRAIN_WINDOW_DAYS), str(TRAIN_OOT_DAYS))
+        measured = _step(stage, rows, env, *extra)
+        floor_extra: tuple[str, ...] = ()
+        if stage == "training":
+            floor_extra = (str(measured["fit_rows"]), str(measured["rounds"]), str(measured["features"]))
+        floor = _step(f"{stage}_floor", rows, env, *floor_extra)
+        measured.update(
+            rows_per_second=measured["rows"] / measured["seconds"],
+            floor_seconds=floor["seconds"],
+            floor_rows=floor["rows"],
+            ratio_to_floor=measured["seconds"] / max(floor["seconds"], 1e-9),
+        )
+        results[stage] = measured
+        log(
+            f"{stage:<11} {rows:>9,}: {measured['rows']:>9,} rows {measured['seconds']:7.2f} s "
+            f"(process {measured['wall_seconds']:6.2f} s)  {measured['rows_per_second']:>10,.0f} rows/s  "
+            f"peak {measured['peak_rss_mib']:6.0f} MiB  floor {floor['seconds']:6.2f} s  "
+            f"x{measured['ratio_to_floor']:.1f}"
+        )
+    chain = sum(results[s]["wall_seconds"] for s in CHAIN)
+    results["chain_wall_seconds"] = chain
+    log(f"chain       {rows:>9,}: {' + '.join(CHAIN)} = {chain:.1f} s of process wall time")
     return results
+
+
+def _scaling(per_size: dict[int, dict], log=print) -> dict:
+    sizes = sorted(per_size)
+    small, large = per_size[sizes[0]], per_size[sizes[-1]]
+    out = {}
+    for stage in STAGES:
+        a, b = small[stage], large[stage]
+        if a["rows"] and b["rows"] > a["rows"]:
+            out[stage] = math.log(b["seconds"] / a["seconds"]) / math.log(b["rows"] / a["rows"])
+            log(f"scaling     {stage:<11} {a['rows']:,} -> {b['rows']:,} rows: exponent {out[stage]:.2f}")
+    return out
+
+
+def parse_times(env: dict[str, str], log=print) -> dict[str, float]:
+    times = {}
+    for path in sorted((PROJECT_ROOT / "dags").glob("*.py")):
+        times[path.name] = _run(["-c", _PARSE, str(path)], env)["seconds"]
+        log(f"parse       {path.name:<28} {times[path.name]:.3f} s beyond the Airflow import")
+    return times
+
+
+def orchestration(rows: int, root: Path, log=print) -> dict:
+    """Run day 13 of the ``rows`` world through ingest -> features -> scoring -> drift under a real
+    local Airflow (started and stopped here) and compare the chain's wall time with its tasks."""
+    from include.mlops import local_airflow
+    from include.mlops import settings as settings_module
+    from include.mlops.airflow_api import AirflowClient
+
+    home = root / str(rows)
+    day = DAY + dt.timedelta(days=1)
+    env = _environment(home)
+    _step("simulate", rows, env, day=day)
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update({**env, "MLOPS_TRAIN_CRON": "none", "MLOPS_AIRFLOW_PORT": "8795"})
+    settings_module.settings.cache_clear()
+    try:
+        local_airflow.up()
+        client = AirflowClient(local_airflow.base_url(), local_airflow.USER, local_airflow.password())
+        dags = ("ingest_transactions", "materialize_features", "score_transactions", "monitor_drift")
+        deadline = time.monotonic() + 300
+        while not set(dags) <= set(client.dag_ids()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the DAGs were not parsed within 300 s")
+            time.sleep(2)
+        for dag_id in dags:
+            client.unpause(dag_id)
+        started = time.monotonic()
+        client.trigger("ingest_transactions", partition_key=day.isoformat())
+        durations: dict[str, float] = {}
+        while True:
+            runs = [r for r in client.dag_runs("monitor_drift") if r.get("partition_key") == day.isoformat()]
+            failed = [d for d in dags for r in client.dag_runs(d) if r["state"] == "failed"]
+            if failed:
+                raise RuntimeError(f"the chain failed in {failed}")
+            if runs and runs[-1]["state"] == "success":
+                break
+            if time.monotonic() - started > 900:
+                raise TimeoutError("the chain did not finish within 900 s")
+            time.sleep(1)
+        wall = time.monotonic() - started
+        for dag_id in dags:
+            for run in client.dag_runs(dag_id):
+                if run.get("partition_key") != day.isoformat():
+                    continue
+                for ti in client.task_instances(dag_id, run["dag_run_id"]):
+                    if ti.get("duration"):
+                        durations[f"{dag_id}.{ti['task_id']}"] = float(ti["duration"])
+    finally:
+        local_airflow.down()
+        os.environ.clear()
+        os.environ.update(saved)
+        settings_module.settings.cache_clear()
+    tasks = sum(durations.values())
+    log(
+        f"scheduler   {rows:>9,}: chain wall {wall:.1f} s, sum of its {len(durations)} task durations "
+        f"{tasks:.1f} s, overhead {wall - tasks:.1f} s (x{wall / max(tasks, 1e-9):.2f})"
+    )
+    return {"rows": rows, "wall_seconds": wall, "task_seconds": tasks, "tasks": durations}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench ARGS=...", description=__doc__)
-    parser.add_argument("--sizes", default="100000,1000000", help="rows per day, comma-separated")
+    parser.add_argument("--sizes", default="100000,1000000", help="rows in the measured day, comma-separated")
+    parser.add_argument(
+        "--scheduler",
+        action="store_true",
+        help="also measure one day's chain under a local Airflow (smallest size)",
+    )
     args = parser.parse_args(argv)
-    sizes = [int(x) for x in args.sizes.split(",")]
-    home = settings().home / "bench" / "work"
+    sizes = sorted(int(x) for x in args.sizes.split(","))
+    root = settings().home / "bench"
     started = time.perf_counter()
-    results = run(sizes, home)
+    results: dict = {"machine": _machine(), "day": DAY.isoformat(), "sizes": {}}
+    print(f"machine: {results['machine']}", flush=True)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    for rows in sizes:
+        results["sizes"][rows] = measure_size(rows, root, log)
+    if len(sizes) > 1:
+        results["scaling_exponent"] = _scaling(results["sizes"], log)
+    results["dag_parse_seconds"] = parse_times(_environment(root / "parse"), log)
+    if args.scheduler:
+        results["orchestration"] = orchestration(sizes[0], root, log)
     results["total_seconds"] = time.perf_counter() - started
-    out = settings().home / "bench" / "latest.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = root / "latest.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"saved {out}")
     return 0

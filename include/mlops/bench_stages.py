@@ -1,0 +1,366 @@
+"""The steps of ``make bench``, one per process.
+
+``python -m include.mlops.bench_stages STEP ROWS DAY [ARGS...]``
+
+Each step prints one JSON line: what it measured (``seconds``: its own work, ``rows``) and the
+process's peak RSS. See :mod:`include.mlops.bench` for what each stage and its floor are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+from include.mlops.settings import settings
+
+SEED = 7
+
+
+def config(rows: int, rows_per_day: int | None = None) -> Any:
+    """The world's simulator configuration: the customers and merchants of a ``rows``-row day."""
+    from include.mlops.simulator import SimulationConfig
+
+    return SimulationConfig(
+        seed=SEED,
+        rows_per_day=rows_per_day or rows,
+        n_customers=max(200, rows // 8),
+        n_merchants=max(50, rows // 40),
+    )
+
+
+def _warm(*modules: str) -> None:
+    """Import a stage's heavy libraries before its clock starts: that is task start-up, which the
+    process wall time (``wall_seconds``) includes and ``seconds`` does not."""
+    import importlib
+
+    if "feast" in modules:
+        from include.mlops.features import _quiet_feast_import
+
+        _quiet_feast_import()
+    for name in modules:
+        importlib.import_module(name)
+
+
+def lake_file(dataset: str, day: dt.date) -> str:
+    return f"{settings().lake_url}/{dataset}/dt={day.isoformat()}/part-00000.parquet"
+
+
+def world(rows: int, day: dt.date, *args: str) -> dict:
+    """Eleven days of history at 3/5 of the size, their features and the registry (not measured)."""
+    out: dict[str, Any] = {}
+    from include.mlops import features, simulator, storage
+
+    first = dt.date.fromisoformat(args[0])
+    # Three fifths of the day's size: inside the ingestion's volume check (0.5x-2x the median).
+    history = config(rows, max(rows * 3 // 5, 1000))
+    for n in range((day - first).days):
+        d = first + dt.timedelta(days=n)
+        for name, table in (
+            ("transactions", simulator.transactions_for_day(d, history)),
+            ("labels", simulator.labels_for_day(d, history)),
+        ):
+            storage.write_parquet(storage.location(lake_file(name, d)), table)
+        features.compute_features_for_day(d)
+    features.apply_definitions()
+    out["history_rows_per_day"] = history.rows_per_day
+    return out
+
+
+def simulate(rows: int, day: dt.date, *args: str) -> dict:
+    """Generate the day and write its drop to the landing zone."""
+    out: dict[str, Any] = {}
+    from include.mlops.simulator import transactions_for_day, write_drop
+
+    t = time.perf_counter()
+    table = transactions_for_day(day, config(rows))
+    write_drop(settings().landing_url, "transactions", day, table)
+    out["seconds"] = time.perf_counter() - t
+    out["rows"] = table.num_rows
+    return out
+
+
+def simulate_floor(rows: int, day: dt.date, *args: str) -> dict:
+    """Write the same table as parquet."""
+    out: dict[str, Any] = {}
+    import pyarrow.parquet as pq
+
+    from include.mlops.simulator import transactions_for_day
+
+    table = transactions_for_day(day, config(rows))
+    t = time.perf_counter()
+    pq.write_table(table, "/dev/null")
+    out["seconds"] = time.perf_counter() - t
+    out["rows"] = table.num_rows
+    return out
+
+
+def ingest(rows: int, day: dt.date, *args: str) -> dict:
+    """Validate the drop with GX and land it in the lake."""
+    out: dict[str, Any] = {}
+    from include.mlops.ingest import ingest_day
+
+    _warm("great_expectations")
+    t = time.perf_counter()
+    out["rows"] = ingest_day("transactions", day).rows
+    out["seconds"] = time.perf_counter() - t
+    return out
+
+
+def ingest_floor(rows: int, day: dt.date, *args: str) -> dict:
+    """Read and write the same parquet."""
+    out: dict[str, Any] = {}
+    import glob
+
+    import pyarrow.parquet as pq
+
+    path = glob.glob(f"{settings().landing_url}/transactions/dt={day}/*.parquet")[0]
+    t = time.perf_counter()
+    table = pq.read_table(path)
+    pq.write_table(table, "/dev/null", compression="zstd")
+    out["seconds"] = time.perf_counter() - t
+    out["rows"] = table.num_rows
+    return out
+
+
+def features(rows: int, day: dt.date, *args: str) -> dict:
+    """Compute the day's feature snapshots."""
+    out: dict[str, Any] = {}
+    from include.mlops.features import compute_features_for_day
+
+    _warm("duckdb", "pandas")
+    t = time.perf_counter()
+    result = compute_features_for_day(day)
+    out["seconds"] = time.perf_counter() - t
+    out["rows"] = result["transactions"]
+    out["snapshot_rows"] = result["rows"]
+    return out
+
+
+def features_floor(rows: int, day: dt.date, *args: str) -> dict:
+    """DuckDB: read the day, one GROUP BY customer, write it as parquet."""
+    out: dict[str, Any] = {}
+    import tempfile
+
+    import duckdb
+
+    con = duckdb.connect()
+    source = f"read_parquet('{lake_file('transactions', day)}')"
+    query = f"SELECT customer_id, count(*) AS n, sum(amount) AS total FROM {source} GROUP BY customer_id"
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        con.execute(f"COPY ({query}) TO '{tmp}/out.parquet' (FORMAT parquet)")
+    out["seconds"] = time.perf_counter() - t
+    out["rows"] = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+    return out
+
+
+def materialize(rows: int, day: dt.date, *args: str) -> dict:
+    """Load the day's snapshots into the SQLite online store through Feast."""
+    out: dict[str, Any] = {}
+    from include.mlops.features import materialize_day
+
+    _warm("feast")
+    t = time.perf_counter()
+    result = materialize_day(day)
+    out["seconds"] = time.perf_counter() - t
+    out["rows"] = sum(result["rows"].values())
+    return out
+
+
+def materialize_floor(rows: int, day: dt.date, *args: str) -> dict:
+    """One wide ``executemany`` INSERT of the same snapshot rows into a fresh SQLite file."""
+    out: dict[str, Any] = {}
+    import sqlite3
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from include.mlops.features import snapshot_location
+
+    tables = {
+        v: pq.read_table((loc := snapshot_location(v, day)).path, filesystem=loc.fs)
+        for v in ("customer", "merchant")
+    }
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        con = sqlite3.connect(f"{tmp}/floor.db")
+        for view, table in tables.items():
+            names = [f'"{n}"' for n in table.column_names]
+            con.execute(f"CREATE TABLE {view} ({', '.join(names)})")
+            values = zip(*(c.to_pylist() for c in table.columns), strict=True)
+            con.executemany(f"INSERT INTO {view} VALUES ({', '.join('?' * len(names))})", values)
+        con.commit()
+        con.close()
+    out["seconds"] = time.perf_counter() - t
+    out["rows"] = sum(table.num_rows for table in tables.values())
+    return out
+
+
+def training(rows: int, day: dt.date, *args: str) -> dict:
+    """Train, log and register a model; alias it champion for the next stages."""
+    out: dict[str, Any] = {}
+    from include.mlops.training import EARLY_STOPPING_ROUNDS, configure_mlflow, feature_columns, train
+
+    as_of, window, oot = dt.date.fromisoformat(args[0]), int(args[1]), int(args[2])
+    _warm("feast", "mlflow", "xgboost", "sklearn.linear_model")
+    t = time.perf_counter()
+    result = train(as_of, window, oot, "benchmark", None)
+    out["seconds"] = time.perf_counter() - t
+    m = result["metrics"]
+    out["rows"] = int(m["window_rows_total"] + m["oot_rows_total"])
+    out["fit_rows"] = int(m["train_rows"])
+    out["rounds"] = int(m["best_iteration"]) + 1 + EARLY_STOPPING_ROUNDS
+    out["features"] = len(feature_columns(result["model_uri"]))
+    out["pr_auc"] = m["pr_auc"]
+    # The bench's champion for the scoring and drift stages.
+    client = configure_mlflow()
+    client.set_registered_model_alias(settings().model_name, "champion", str(result["version"]))
+    client.delete_registered_model_alias(settings().model_name, "challenger")
+    return out
+
+
+def training_floor(rows: int, day: dt.date, *args: str) -> dict:
+    """``xgboost.train`` on a random matrix of the same shape, rounds and parameters."""
+    out: dict[str, Any] = {}
+    import numpy as np
+    import xgboost as xgb
+
+    from include.mlops.training import _xgb_params
+
+    fit_rows, rounds, n_features = int(args[0]), int(args[1]), int(args[2])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(fit_rows, n_features)).astype(np.float32)
+    y = (x[:, 0] + rng.normal(size=fit_rows) > 1.5).astype(np.float32)
+    params = {
+        k: v for k, v in _xgb_params("cpu", 0).items() if k not in ("n_estimators", "early_stopping_rounds")
+    }
+    params["nthread"] = params.pop("n_jobs")
+    params["seed"] = params.pop("random_state")
+    t = time.perf_counter()
+    xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=rounds)
+    out["seconds"] = time.perf_counter() - t
+    out["rows"] = fit_rows
+    return out
+
+
+def scoring(rows: int, day: dt.date, *args: str) -> dict:
+    """Score the day with the champion."""
+    out: dict[str, Any] = {}
+    from include.mlops.scoring import score_day
+
+    _warm("feast", "mlflow", "xgboost")
+    t = time.perf_counter()
+    out["rows"] = score_day(day)["rows"]
+    out["seconds"] = time.perf_counter() - t
+    return out
+
+
+def scoring_floor(rows: int, day: dt.date, *args: str) -> dict:
+    """Read the day and the snapshots before it, join them with Arrow, write one score per row."""
+    out: dict[str, Any] = {}
+    import tempfile
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from include.mlops.features import snapshot_location
+
+    t = time.perf_counter()
+    payments = pq.read_table(lake_file("transactions", day))
+    before = day - dt.timedelta(days=1)
+    for view, key in (("customer", "customer_id"), ("merchant", "merchant_id")):
+        loc = snapshot_location(view, before)
+        snap = pq.read_table(loc.path, filesystem=loc.fs).drop_columns(["event_timestamp"])
+        payments = payments.join(snap, key, join_type="left outer", right_suffix=f"_{view}")
+    scores = pa.table({"transaction_id": payments["transaction_id"], "score": np.zeros(payments.num_rows)})
+    with tempfile.TemporaryDirectory() as tmp:
+        pq.write_table(scores, f"{tmp}/scores.parquet")
+    out["seconds"] = time.perf_counter() - t
+    out["rows"] = payments.num_rows
+    return out
+
+
+def drift(rows: int, day: dt.date, *args: str) -> dict:
+    """Check the day's drift against the champion's reference (Evidently)."""
+    out: dict[str, Any] = {}
+    from include.mlops.drift import monitor_day
+
+    _warm("evidently", "mlflow")
+    t = time.perf_counter()
+    result = monitor_day(day)
+    out["seconds"] = time.perf_counter() - t
+    out["rows"] = result["rows"]
+    out["sampled_rows"] = result["sampled_rows"]
+    return out
+
+
+def drift_floor(rows: int, day: dt.date, *args: str) -> dict:
+    """Decile PSI with numpy over the same columns and sample, against 5,000 reference rows."""
+    out: dict[str, Any] = {}
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from include.mlops.drift import Policy
+
+    path = f"{settings().lake_url}/predictions/dt={day.isoformat()}/part-00000.parquet"
+    names = set(pq.read_schema(path).names)
+    columns = [c for c in (*Policy.from_env().features, "score_champion") if c in names]
+    t = time.perf_counter()
+    table = pq.read_table(path, columns=columns)
+    reference = table.slice(0, 5000)
+    keep = np.random.default_rng(0).choice(
+        table.num_rows, size=min(Policy.from_env().sample_rows, table.num_rows), replace=False
+    )
+    psi = {}
+    for name in columns:
+        values = table[name].to_numpy(zero_copy_only=False).astype(np.float64)[keep]
+        ref = reference[name].to_numpy(zero_copy_only=False).astype(np.float64)
+        edges = np.unique(np.nanquantile(ref, np.linspace(0, 1, 11)))
+        if len(edges) < 2:
+            continue
+        r = np.histogram(ref, edges)[0] / len(ref) + 1e-4
+        c = np.histogram(values, edges)[0] / len(values) + 1e-4
+        psi[name] = float(np.sum((c - r) * np.log(c / r)))
+    out["seconds"] = time.perf_counter() - t
+    out["rows"] = table.num_rows
+    out["columns"] = len(psi)
+    return out
+
+
+STEPS = {
+    fn.__name__: fn
+    for fn in (
+        world,
+        simulate,
+        simulate_floor,
+        ingest,
+        ingest_floor,
+        features,
+        features_floor,
+        materialize,
+        materialize_floor,
+        training,
+        training_floor,
+        scoring,
+        scoring_floor,
+        drift,
+        drift_floor,
+    )
+}
+
+
+def main(argv: list[str]) -> int:
+    step, rows, day, *args = argv
+    out = STEPS[step](int(rows), dt.date.fromisoformat(day), *args)
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
