@@ -5,6 +5,10 @@ Turns one validated day of transactions into features, offline and online.
 
 * **Runs when**: the `lake_transactions` asset gets a partition (one run per day, with that
   day's partition key), so a backfill of `ingest_transactions` fans out here day by day.
+* **wait_for_labels**: waits (rescheduled, no worker slot held) until the day's labels drop has
+  been validated, landed or quarantined. The merchant fraud rates count the labels reported that
+  day, so the snapshot is then a function of the day's data, not of which drop was validated
+  first, and a rerun writes the same bytes. A quarantined labels drop does not hold the day up.
 * **compute_features**: reads that day from the lake (plus small daily summaries of the
   previous 30 days, so the cost does not grow with history) and writes the customer and merchant
   feature snapshots for the end of the day, point-in-time correct, atomically.
@@ -21,6 +25,7 @@ from __future__ import annotations
 from airflow.sdk import Param, PartitionedAssetTimetable, dag, task
 
 from include.mlops.orchestration import START_DATE, dataset_asset, default_args, features_asset
+from include.mlops.settings import settings
 
 
 @dag(
@@ -34,6 +39,14 @@ from include.mlops.orchestration import START_DATE, dataset_asset, default_args,
     doc_md=__doc__,
 )
 def materialize_features():
+    @task.sensor(poke_interval=settings().sensor_poke_seconds, timeout=12 * 3600, mode="reschedule")
+    def wait_for_labels(**context) -> bool:
+        """Wait until the day's labels drop is validated: in the lake or quarantined."""
+        from include.mlops.ingest import settled
+        from include.mlops.orchestration import run_day
+
+        return settled("labels", run_day(context)) is not None
+
     @task(pool="mlops_heavy")
     def compute_features(**context) -> dict:
         """Compute the day's customer and merchant feature snapshots from the lake."""
@@ -50,7 +63,7 @@ def materialize_features():
 
         return materialize_day(run_day(context))
 
-    compute_features() >> materialize()
+    wait_for_labels() >> compute_features() >> materialize()
 
 
 materialize_features()

@@ -125,6 +125,15 @@ def partition_url(kind: str, dataset: str, day: dt.date, settings: Settings | No
     return storage.location(roots[kind]).join(_dataset(dataset).name, f"dt={day.isoformat()}").url
 
 
+def settled(dataset: str, day: dt.date, settings: Settings | None = None) -> str | None:
+    """Where the day's drop of ``dataset`` went once validated: ``"lake"``, ``"quarantine"``, or
+    ``None`` while it has not been validated yet (a lake partition landed earlier wins)."""
+    if storage.exists(storage.location(partition_url("lake", dataset, day, settings)).join(LAKE_FILE)):
+        return "lake"
+    quarantine = storage.location(partition_url("quarantine", dataset, day, settings))
+    return "quarantine" if storage.exists(quarantine.join(REJECTION_NAME)) else None
+
+
 def drop_marker_url(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
     """The ``_SUCCESS`` marker of the day's drop: the producer writes it last, the sensor waits on it."""
     return storage.location(partition_url("landing", dataset, day, settings)).join(SUCCESS_MARKER).url

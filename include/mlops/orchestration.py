@@ -26,10 +26,11 @@ DAY_TEMPLATE = "{{ dag_run.partition_key or params.day or ds }}"
 
 # Task priority per DAG (absolute weights). When the heavy pool is contended, as in a backfill,
 # a day's later stages outrank new ingestion, so days come out finished one after another instead
-# of all waiting behind the last drop; transactions, which features wait on, outrank labels.
+# of all waiting behind the last drop. Features wait for both drops of a day; labels go first, so
+# that the labels drop is never the one a day is still waiting for.
 PRIORITY = {
-    "ingest_labels": 1,
-    "ingest_transactions": 2,
+    "ingest_transactions": 1,
+    "ingest_labels": 2,
     "materialize_features": 3,
     "score_transactions": 4,
     "monitor_drift": 5,

@@ -26,6 +26,7 @@ from include.mlops.ingest import (
     ingest_day,
     partition_url,
     recent_row_counts,
+    settled,
 )
 from include.mlops.schema import DATASETS, LABELS, TRANSACTIONS
 from include.mlops.simulator import write_drop
@@ -294,6 +295,18 @@ def test_a_fixed_drop_lands_on_rerun_and_clears_its_quarantine(mlops_home: Path)
 
     assert result.rows == good_table("transactions", DAY).num_rows
     assert not storage.exists(quarantine)
+
+
+def test_a_day_is_settled_once_validated_either_way(mlops_home: Path):
+    # What materialize_features waits for before it counts a day's labels.
+    assert settled("labels", DAY) is None
+    _drop("labels", DAY, table=with_values(good_table("labels", DAY), "is_fraud", {0: None}))
+    with pytest.raises(DropRejected):
+        ingest_day("labels", DAY)
+    assert settled("labels", DAY) == "quarantine"
+    _drop("labels", DAY)
+    ingest_day("labels", DAY)
+    assert settled("labels", DAY) == "lake"
 
 
 def test_other_days_go_on_after_a_bad_one(mlops_home: Path):
