@@ -41,12 +41,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from include.mlops.demo import main
-
-    return main(args.rest)
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from include.mlops.training import train
 
@@ -84,12 +78,6 @@ def _cmd_mlflow_ui(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from include.mlops.bench import main
-
-    return main(args.rest)
-
-
 def _cmd_settings(args: argparse.Namespace) -> int:
     from include.mlops.settings import settings
 
@@ -111,11 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", default=None, help="landing URL (default MLOPS_LANDING_URL)")
     sim.set_defaults(func=_cmd_simulate)
 
-    demo = commands.add_parser(
-        "demo", help="run the pipeline on simulated days under a local Airflow", add_help=False
-    )
-    demo.add_argument("rest", nargs=argparse.REMAINDER, help="options of the demo (--help for them)")
-    demo.set_defaults(func=_cmd_demo)
+    # `demo` and `bench` own their options (`... demo --help`): main() hands them the rest of the line.
+    commands.add_parser("demo", help="run the pipeline on simulated days under local Airflow", add_help=False)
 
     train = commands.add_parser("train", help="train, log and register a challenger (both backends run this)")
     train.add_argument("--as-of", type=_date, required=True, help="train with the data known on this day")
@@ -134,32 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=_cmd_mlflow_ui)
 
-    bench = commands.add_parser("bench", help="benchmarks (print figures, never pass/fail)", add_help=False)
-    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmarks (--help for them)")
-    bench.set_defaults(func=_cmd_bench)
+    commands.add_parser("bench", help="benchmarks (print figures, never pass/fail)", add_help=False)
 
     show = commands.add_parser("settings", help="print the effective settings as environment variables")
     show.set_defaults(func=_cmd_settings)
     return parser
 
 
+OWN_OPTIONS = {"demo": "include.mlops.demo", "bench": "include.mlops.bench"}
+"""Commands that parse their own options, by the module whose ``main(argv)`` runs them."""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # These commands own their options: hand them the rest of the line untouched.
-    if argv and argv[0] == "demo":
-        from include.mlops.demo import main as demo_main
+    if argv and argv[0] in OWN_OPTIONS:
+        import importlib
 
-        return demo_main(argv[1:])
-    if argv and argv[0] == "bench":
-        from include.mlops.bench import main as bench_main
-
-        return bench_main(argv[1:])
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown and args.command not in ("demo", "bench"):
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command in ("demo", "bench"):
-        args.rest = [*args.rest, *unknown]
+        return importlib.import_module(OWN_OPTIONS[argv[0]]).main(argv[1:])
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 
