@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from include.mlops import local_airflow
+from include.mlops import local_airflow, storage
 from include.mlops.settings import settings
 
 PRODUCERS = ("ingest_transactions", "ingest_labels")
@@ -157,8 +157,6 @@ class Tracker:
 def _rows(dataset: str, day: str) -> int | None:
     import pyarrow.parquet as pq
 
-    from include.mlops import storage
-
     loc = storage.location(f"{settings().lake_url}/{dataset}/dt={day}")
     files = [f for f in storage.list_files(loc) if f.path.endswith(".parquet")]
     if not files:
@@ -171,18 +169,21 @@ def _rows(dataset: str, day: str) -> int | None:
 
 
 def _json(url: str) -> dict | None:
-    from include.mlops import storage
-
     loc = storage.location(url)
     return json.loads(storage.read_bytes(loc)) if storage.exists(loc) else None
+
+
+def _predictions_file(day: str) -> storage.Location:
+    """The day's predictions file (scored by a champion), as a storage location."""
+    from include.mlops import scoring
+
+    return scoring.predictions_location(dt.date.fromisoformat(day)).join(scoring.PART)
 
 
 def _champion_of(day: str) -> str:
     import pyarrow.parquet as pq
 
-    from include.mlops import storage
-
-    loc = storage.location(f"{settings().lake_url}/predictions/dt={day}/part-00000.parquet")
+    loc = _predictions_file(day)
     if not storage.exists(loc):
         return "-"
     with loc.fs.open_input_file(loc.path) as handle:
@@ -258,13 +259,6 @@ def _q(text: str) -> str:
     return urllib.parse.quote(text, safe="")
 
 
-def _scored(day: str) -> bool:
-    """Whether ``day`` has a predictions partition (scored by a champion)."""
-    from include.mlops import storage
-
-    return storage.exists(storage.location(f"{settings().lake_url}/predictions/dt={day}/part-00000.parquet"))
-
-
 def run_pipeline(demo: DemoPlan, client: Any, timeout: float = 1800.0, log=_log) -> Tracker:
     """Drive stages 2-4 against a running Airflow; returns the tracker for the summary.
 
@@ -288,13 +282,14 @@ def run_pipeline(demo: DemoPlan, client: Any, timeout: float = 1800.0, log=_log)
             client.backfill(dag_id, f"{demo.start}T00:00:00Z", f"{demo.end - dt.timedelta(days=1)}T00:00:00Z")
     log(f"stage ingest: backfilling {demo.start} .. {demo.end} ({demo.days} days x 2 datasets)")
     good_keys = [k for k in demo.keys if not (demo.bad_day and k == demo.bad_day.isoformat())]
-
-    def ingested(keys: list[str]) -> bool:
-        return all(tracker.settled(d, keys) for d in PRODUCERS) and tracker.settled(
-            "materialize_features", [k for k in keys if k in good_keys]
-        )
-
-    tracker.wait(lambda: ingested(demo.keys), "ingestion and features of every day", left())
+    tracker.wait(
+        lambda: (
+            all(tracker.settled(d, demo.keys) for d in PRODUCERS)
+            and tracker.settled("materialize_features", good_keys)
+        ),
+        "ingestion and features of every day",
+        left(),
+    )
     as_of = demo.first_training_as_of.isoformat()
     log(f"stage first model: training as of {as_of}")
     client.trigger(
@@ -314,7 +309,7 @@ def run_pipeline(demo: DemoPlan, client: Any, timeout: float = 1800.0, log=_log)
     tracker.wait(lambda: tracker.settled("score_transactions", scored), "the scheduled scoring runs", left())
     states = tracker.states("score_transactions", scored)
     # A run that finished without predictions ran before the first promotion (it skipped).
-    missing = [k for k in scored if states.get(k) == "success" and not _scored(k)]
+    missing = [k for k in scored if states.get(k) == "success" and not storage.exists(_predictions_file(k))]
     log(
         f"stage score and monitor: {scored[0]} .. {scored[-1]} ({len(scored)} days: "
         f"{len(missing)} triggered, {len(scored) - len(missing)} already scored)"
