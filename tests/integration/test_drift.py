@@ -1,8 +1,8 @@
 """The drift monitor on simulated days: quiet on clean days, a retrain soon after the drift, a cooldown.
 
-The world is the one of test_scoring.py (built once per session): a champion trained on clean days
-(OOT days 5-6), predictions for days 4-19, the simulator's drift from day 14. The days are checked
-once, in order, as a daily ``monitor_drift`` would; the tests assert on what the
+The world is the shared one of scored_world.py (built once per session): a champion trained on
+clean days (OOT days 5-6), predictions for days 4-19, the simulator's drift from day 14. The days
+are checked once, in order, as a daily ``monitor_drift`` would; the tests assert on what the
 checks returned and left behind. The first tests are unit tests of the pure parts.
 """
 
@@ -20,19 +20,15 @@ import pytest
 
 from include.mlops import drift
 from include.mlops.drift import ColumnDrift, DriftSummary, Performance, Policy, decide
-from tests.integration.test_scoring import (
+from tests.integration.scored_world import (
     DAYS,
     DRIFT_DAY,
     FIRST_SCORED,
     World,
-    build_world,
     day,
-    world_environment,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from include.mlops.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -207,19 +203,6 @@ def test_sampling_is_deterministic_and_bounded() -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Integration: the simulated days, checked in order
-
-
-@pytest.fixture(scope="session")
-def scored_world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    """The world of test_scoring.py (built once per session, whichever module asks first)."""
-    return build_world(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def world_settings(scored_world: World) -> Iterator[Settings]:
-    """The process settings pointed at the shared world for this module."""
-    with world_environment(scored_world) as s:
-        yield s
 
 
 @dataclass
