@@ -8,14 +8,18 @@ process's peak RSS. See :mod:`include.mlops.bench` for what each stage and its f
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import resource
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from include.mlops.settings import settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SEED = 7
 
@@ -32,17 +36,22 @@ def config(rows: int, rows_per_day: int | None = None) -> Any:
     )
 
 
-def _warm(*modules: str) -> None:
-    """Import a stage's heavy libraries before its clock starts: that is task start-up, which the
-    process wall time (``wall_seconds``) includes and ``seconds`` does not."""
+@contextlib.contextmanager
+def _timed(out: dict[str, Any], *warm: str) -> Iterator[None]:
+    """Time the block into ``out["seconds"]``, after importing the stage's heavy libraries ``warm``:
+    their import is task start-up, which the process wall time (``wall_seconds``) includes and
+    ``seconds`` does not."""
     import importlib
 
-    if "feast" in modules:
+    if "feast" in warm:
         from include.mlops.features import _quiet_feast_import
 
         _quiet_feast_import()
-    for name in modules:
+    for name in warm:
         importlib.import_module(name)
+    started = time.perf_counter()
+    yield
+    out["seconds"] = time.perf_counter() - started
 
 
 def lake_file(dataset: str, day: dt.date) -> str:
@@ -51,7 +60,6 @@ def lake_file(dataset: str, day: dt.date) -> str:
 
 def world(rows: int, day: dt.date, *args: str) -> dict:
     """Eleven days of history at 3/5 of the size, their features and the registry (not measured)."""
-    out: dict[str, Any] = {}
     from include.mlops import features, simulator, storage
 
     first = dt.date.fromisoformat(args[0])
@@ -66,8 +74,7 @@ def world(rows: int, day: dt.date, *args: str) -> dict:
             storage.write_parquet(storage.location(lake_file(name, d)), table)
         features.compute_features_for_day(d)
     features.apply_definitions()
-    out["history_rows_per_day"] = history.rows_per_day
-    return out
+    return {"history_rows_per_day": history.rows_per_day}
 
 
 def simulate(rows: int, day: dt.date, *args: str) -> dict:
@@ -75,12 +82,20 @@ def simulate(rows: int, day: dt.date, *args: str) -> dict:
     out: dict[str, Any] = {}
     from include.mlops.simulator import transactions_for_day, write_drop
 
-    t = time.perf_counter()
-    table = transactions_for_day(day, config(rows))
-    write_drop(settings().landing_url, "transactions", day, table)
-    out["seconds"] = time.perf_counter() - t
+    with _timed(out):
+        table = transactions_for_day(day, config(rows))
+        write_drop(settings().landing_url, "transactions", day, table)
     out["rows"] = table.num_rows
     return out
+
+
+def simulate_labels(rows: int, day: dt.date, *args: str) -> dict:
+    """Generate the day's labels and write their drop (the scheduler chain validates both drops)."""
+    from include.mlops.simulator import labels_for_day, write_drop
+
+    table = labels_for_day(day, config(rows))
+    write_drop(settings().landing_url, "labels", day, table)
+    return {"rows": table.num_rows}
 
 
 def simulate_floor(rows: int, day: dt.date, *args: str) -> dict:
@@ -91,9 +106,8 @@ def simulate_floor(rows: int, day: dt.date, *args: str) -> dict:
     from include.mlops.simulator import transactions_for_day
 
     table = transactions_for_day(day, config(rows))
-    t = time.perf_counter()
-    pq.write_table(table, "/dev/null")
-    out["seconds"] = time.perf_counter() - t
+    with _timed(out):
+        pq.write_table(table, "/dev/null")
     out["rows"] = table.num_rows
     return out
 
@@ -103,10 +117,8 @@ def ingest(rows: int, day: dt.date, *args: str) -> dict:
     out: dict[str, Any] = {}
     from include.mlops.ingest import ingest_day
 
-    _warm("great_expectations")
-    t = time.perf_counter()
-    out["rows"] = ingest_day("transactions", day).rows
-    out["seconds"] = time.perf_counter() - t
+    with _timed(out, "great_expectations"):
+        out["rows"] = ingest_day("transactions", day).rows
     return out
 
 
@@ -118,10 +130,9 @@ def ingest_floor(rows: int, day: dt.date, *args: str) -> dict:
     import pyarrow.parquet as pq
 
     path = glob.glob(f"{settings().landing_url}/transactions/dt={day}/*.parquet")[0]
-    t = time.perf_counter()
-    table = pq.read_table(path)
-    pq.write_table(table, "/dev/null", compression="zstd")
-    out["seconds"] = time.perf_counter() - t
+    with _timed(out):
+        table = pq.read_table(path)
+        pq.write_table(table, "/dev/null", compression="zstd")
     out["rows"] = table.num_rows
     return out
 
@@ -131,10 +142,8 @@ def features(rows: int, day: dt.date, *args: str) -> dict:
     out: dict[str, Any] = {}
     from include.mlops.features import compute_features_for_day
 
-    _warm("duckdb", "pandas")
-    t = time.perf_counter()
-    result = compute_features_for_day(day)
-    out["seconds"] = time.perf_counter() - t
+    with _timed(out, "duckdb", "pandas"):
+        result = compute_features_for_day(day)
     out["rows"] = result["transactions"]
     out["snapshot_rows"] = result["rows"]
     return out
@@ -150,10 +159,8 @@ def features_floor(rows: int, day: dt.date, *args: str) -> dict:
     con = duckdb.connect()
     source = f"read_parquet('{lake_file('transactions', day)}')"
     query = f"SELECT customer_id, count(*) AS n, sum(amount) AS total FROM {source} GROUP BY customer_id"
-    t = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
+    with _timed(out), tempfile.TemporaryDirectory() as tmp:
         con.execute(f"COPY ({query}) TO '{tmp}/out.parquet' (FORMAT parquet)")
-    out["seconds"] = time.perf_counter() - t
     out["rows"] = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
     return out
 
@@ -163,10 +170,8 @@ def materialize(rows: int, day: dt.date, *args: str) -> dict:
     out: dict[str, Any] = {}
     from include.mlops.features import materialize_day
 
-    _warm("feast")
-    t = time.perf_counter()
-    result = materialize_day(day)
-    out["seconds"] = time.perf_counter() - t
+    with _timed(out, "feast"):
+        result = materialize_day(day)
     out["rows"] = sum(result["rows"].values())
     return out
 
@@ -185,8 +190,7 @@ def materialize_floor(rows: int, day: dt.date, *args: str) -> dict:
         v: pq.read_table((loc := snapshot_location(v, day)).path, filesystem=loc.fs)
         for v in ("customer", "merchant")
     }
-    t = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
+    with _timed(out), tempfile.TemporaryDirectory() as tmp:
         con = sqlite3.connect(f"{tmp}/floor.db")
         for view, table in tables.items():
             names = [f'"{n}"' for n in table.column_names]
@@ -195,7 +199,6 @@ def materialize_floor(rows: int, day: dt.date, *args: str) -> dict:
             con.executemany(f"INSERT INTO {view} VALUES ({', '.join('?' * len(names))})", values)
         con.commit()
         con.close()
-    out["seconds"] = time.perf_counter() - t
     out["rows"] = sum(table.num_rows for table in tables.values())
     return out
 
@@ -206,10 +209,8 @@ def training(rows: int, day: dt.date, *args: str) -> dict:
     from include.mlops.training import EARLY_STOPPING_ROUNDS, configure_mlflow, feature_columns, train
 
     as_of, window, oot = dt.date.fromisoformat(args[0]), int(args[1]), int(args[2])
-    _warm("feast", "mlflow", "xgboost", "sklearn.linear_model")
-    t = time.perf_counter()
-    result = train(as_of, window, oot, "benchmark", None)
-    out["seconds"] = time.perf_counter() - t
+    with _timed(out, "feast", "mlflow", "xgboost", "sklearn.linear_model"):
+        result = train(as_of, window, oot, "benchmark", None)
     m = result["metrics"]
     out["rows"] = int(m["window_rows_total"] + m["oot_rows_total"])
     out["fit_rows"] = int(m["train_rows"])
@@ -240,9 +241,8 @@ def training_floor(rows: int, day: dt.date, *args: str) -> dict:
     }
     params["nthread"] = params.pop("n_jobs")
     params["seed"] = params.pop("random_state")
-    t = time.perf_counter()
-    xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=rounds)
-    out["seconds"] = time.perf_counter() - t
+    with _timed(out):
+        xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=rounds)
     out["rows"] = fit_rows
     return out
 
@@ -252,10 +252,8 @@ def scoring(rows: int, day: dt.date, *args: str) -> dict:
     out: dict[str, Any] = {}
     from include.mlops.scoring import score_day
 
-    _warm("feast", "mlflow", "xgboost")
-    t = time.perf_counter()
-    out["rows"] = score_day(day)["rows"]
-    out["seconds"] = time.perf_counter() - t
+    with _timed(out, "feast", "mlflow", "xgboost"):
+        out["rows"] = score_day(day)["rows"]
     return out
 
 
@@ -270,17 +268,18 @@ def scoring_floor(rows: int, day: dt.date, *args: str) -> dict:
 
     from include.mlops.features import snapshot_location
 
-    t = time.perf_counter()
-    payments = pq.read_table(lake_file("transactions", day))
-    before = day - dt.timedelta(days=1)
-    for view, key in (("customer", "customer_id"), ("merchant", "merchant_id")):
-        loc = snapshot_location(view, before)
-        snap = pq.read_table(loc.path, filesystem=loc.fs).drop_columns(["event_timestamp"])
-        payments = payments.join(snap, key, join_type="left outer", right_suffix=f"_{view}")
-    scores = pa.table({"transaction_id": payments["transaction_id"], "score": np.zeros(payments.num_rows)})
-    with tempfile.TemporaryDirectory() as tmp:
-        pq.write_table(scores, f"{tmp}/scores.parquet")
-    out["seconds"] = time.perf_counter() - t
+    with _timed(out):
+        payments = pq.read_table(lake_file("transactions", day))
+        before = day - dt.timedelta(days=1)
+        for view, key in (("customer", "customer_id"), ("merchant", "merchant_id")):
+            loc = snapshot_location(view, before)
+            snap = pq.read_table(loc.path, filesystem=loc.fs).drop_columns(["event_timestamp"])
+            payments = payments.join(snap, key, join_type="left outer", right_suffix=f"_{view}")
+        scores = pa.table(
+            {"transaction_id": payments["transaction_id"], "score": np.zeros(payments.num_rows)}
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            pq.write_table(scores, f"{tmp}/scores.parquet")
     out["rows"] = payments.num_rows
     return out
 
@@ -290,10 +289,8 @@ def drift(rows: int, day: dt.date, *args: str) -> dict:
     out: dict[str, Any] = {}
     from include.mlops.drift import monitor_day
 
-    _warm("evidently", "mlflow")
-    t = time.perf_counter()
-    result = monitor_day(day)
-    out["seconds"] = time.perf_counter() - t
+    with _timed(out, "evidently", "mlflow"):
+        result = monitor_day(day)
     out["rows"] = result["rows"]
     out["sampled_rows"] = result["sampled_rows"]
     return out
@@ -307,26 +304,26 @@ def drift_floor(rows: int, day: dt.date, *args: str) -> dict:
 
     from include.mlops.drift import Policy
 
-    path = f"{settings().lake_url}/predictions/dt={day.isoformat()}/part-00000.parquet"
+    path = lake_file("predictions", day)
+    policy = Policy.from_env()
     names = set(pq.read_schema(path).names)
-    columns = [c for c in (*Policy.from_env().features, "score_champion") if c in names]
-    t = time.perf_counter()
-    table = pq.read_table(path, columns=columns)
-    reference = table.slice(0, 5000)
-    keep = np.random.default_rng(0).choice(
-        table.num_rows, size=min(Policy.from_env().sample_rows, table.num_rows), replace=False
-    )
-    psi = {}
-    for name in columns:
-        values = table[name].to_numpy(zero_copy_only=False).astype(np.float64)[keep]
-        ref = reference[name].to_numpy(zero_copy_only=False).astype(np.float64)
-        edges = np.unique(np.nanquantile(ref, np.linspace(0, 1, 11)))
-        if len(edges) < 2:
-            continue
-        r = np.histogram(ref, edges)[0] / len(ref) + 1e-4
-        c = np.histogram(values, edges)[0] / len(values) + 1e-4
-        psi[name] = float(np.sum((c - r) * np.log(c / r)))
-    out["seconds"] = time.perf_counter() - t
+    columns = [c for c in (*policy.features, "score_champion") if c in names]
+    with _timed(out):
+        table = pq.read_table(path, columns=columns)
+        reference = table.slice(0, 5000)
+        keep = np.random.default_rng(0).choice(
+            table.num_rows, size=min(policy.sample_rows, table.num_rows), replace=False
+        )
+        psi = {}
+        for name in columns:
+            values = table[name].to_numpy(zero_copy_only=False).astype(np.float64)[keep]
+            ref = reference[name].to_numpy(zero_copy_only=False).astype(np.float64)
+            edges = np.unique(np.nanquantile(ref, np.linspace(0, 1, 11)))
+            if len(edges) < 2:
+                continue
+            r = np.histogram(ref, edges)[0] / len(ref) + 1e-4
+            c = np.histogram(values, edges)[0] / len(values) + 1e-4
+            psi[name] = float(np.sum((c - r) * np.log(c / r)))
     out["rows"] = table.num_rows
     out["columns"] = len(psi)
     return out
@@ -337,6 +334,7 @@ STEPS = {
     for fn in (
         world,
         simulate,
+        simulate_labels,
         simulate_floor,
         ingest,
         ingest_floor,
