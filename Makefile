@@ -35,13 +35,13 @@ demo: install ## the main job: simulate days and run the pipeline under a local 
 	$(PY) -m include.mlops demo $(ARGS)
 
 up: install ## start the local Airflow (UI, scheduler, DAG processor, triggerer) in the background
-	$(PY) -m include.mlops.local_airflow up
+	$(PY) -m include.devtools.local_airflow up
 
 down: ## stop everything `make up` started
-	@test -x $(PY) && $(PY) -m include.mlops.local_airflow down || true
+	@test -x $(PY) && $(PY) -m include.devtools.local_airflow down || true
 
 airflow: install ## any Airflow CLI command on the local Airflow home: make airflow ARGS='dags list'
-	$(PY) -m include.mlops.local_airflow run -- $(ARGS)
+	$(PY) -m include.devtools.local_airflow run -- $(ARGS)
 
 mlflow: install ## serve the MLflow UI on http://127.0.0.1:5000 (embedded tracking store)
 	$(PY) -m include.mlops mlflow-ui $(ARGS)

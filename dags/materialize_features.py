@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param, PartitionedAssetTimetable, dag, task
 
+from include.mlops.core.settings import settings
 from include.mlops.orchestration import START_DATE, dataset_asset, default_args, features_asset
-from include.mlops.settings import settings
 
 
 @dag(
@@ -42,7 +42,7 @@ def materialize_features():
     @task.sensor(poke_interval=settings().sensor_poke_seconds, timeout=12 * 3600, mode="reschedule")
     def wait_for_labels(**context) -> bool:
         """Wait until the day's labels drop is validated: in the lake or quarantined."""
-        from include.mlops.ingest import settled
+        from include.mlops.ingest.land import settled
         from include.mlops.orchestration import run_day
 
         return settled("labels", run_day(context)) is not None
@@ -50,7 +50,7 @@ def materialize_features():
     @task(pool="mlops_heavy")
     def compute_features(**context) -> dict:
         """Compute the day's customer and merchant feature snapshots from the lake."""
-        from include.mlops.features import compute_features_for_day
+        from include.mlops.features.snapshots import compute_features_for_day
         from include.mlops.orchestration import run_day
 
         return compute_features_for_day(run_day(context))
@@ -58,7 +58,7 @@ def materialize_features():
     @task(outlets=[features_asset()], pool="mlops_heavy")
     def materialize(**context) -> dict:
         """Load the day's snapshots into the online store for exactly that interval."""
-        from include.mlops.features import materialize_day
+        from include.mlops.features.snapshots import materialize_day
         from include.mlops.orchestration import run_day
 
         return materialize_day(run_day(context))

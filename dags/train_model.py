@@ -23,9 +23,9 @@ import datetime as dt
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
+from include.mlops.core.settings import settings
 from include.mlops.orchestration import START_DATE, default_args, model_asset
-from include.mlops.settings import settings
-from include.mlops.training_backend import TRAINING_ARGV, kubernetes_training_operator
+from include.mlops.orchestration.training_backend import TRAINING_ARGV, kubernetes_training_operator
 
 
 @dag(
@@ -59,7 +59,7 @@ def train_model():
         @task(task_id="train", pool="mlops_training")
         def train_locally(argv: list[str]) -> None:
             """Run the training entrypoint as a local process (same argv as the pod)."""
-            from include.mlops.training_backend import run_local_training
+            from include.mlops.orchestration.training_backend import run_local_training
 
             run_local_training(argv)
 
@@ -68,14 +68,14 @@ def train_model():
     @task(outlets=[model_asset()], pool="mlops_heavy")
     def evaluate_and_promote(**context) -> dict:
         """Compare this run's challenger with the champion and move the alias if it wins."""
-        from include.mlops.promotion import evaluate_and_promote_run
+        from include.mlops.promotion.promote import evaluate_and_promote_run
 
         return evaluate_and_promote_run(airflow_run_id=context["run_id"])
 
     @task(outlets=[model_asset()])
     def rollback(**context) -> dict:
         """Move `champion` back to the requested version, recording the reason."""
-        from include.mlops.promotion import rollback as rollback_champion
+        from include.mlops.promotion.promote import rollback as rollback_champion
 
         params = context["params"]
         return rollback_champion(int(params["rollback_to"]), reason=params["reason"])

@@ -19,14 +19,14 @@ from feast import Field, FileSource, RequestSource  # noqa: E402
 from feast.data_format import ParquetFormat  # noqa: E402
 from feast.types import Bool, Float64, Int64, String, UnixTimestamp  # noqa: E402
 
-from include.mlops.features import (  # noqa: E402
+from include.mlops.core.schema import TRANSACTIONS  # noqa: E402
+from include.mlops.core.settings import settings  # noqa: E402
+from include.mlops.features.snapshots import (  # noqa: E402
     CUSTOMER_FEATURES,
     MERCHANT_FEATURES,
     REQUEST_FIELDS,
     snapshot_glob,
 )
-from include.mlops.schema import TRANSACTIONS  # noqa: E402
-from include.mlops.settings import settings  # noqa: E402
 
 
 def feast_type(arrow_type: pa.DataType):

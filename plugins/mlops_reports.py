@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
-from include.mlops import links
+from include.mlops.orchestration import links
 
 if TYPE_CHECKING:
     from airflow.models.taskinstancekey import TaskInstanceKey
@@ -56,7 +56,7 @@ def _reports_app():
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, Response
 
-    from include.mlops import storage
+    from include.mlops import lake as storage
 
     app = FastAPI(title="MLOps reports", description=__doc__)
 

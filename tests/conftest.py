@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from include.mlops import settings as settings_module
+from include.mlops.core import settings as settings_module
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -20,8 +20,8 @@ def _date(text: str) -> dt.date:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from include.mlops.settings import settings
-    from include.mlops.simulator import SimulationConfig, simulate
+    from include.devtools.simulator import SimulationConfig, simulate
+    from include.mlops.core.settings import settings
 
     config = SimulationConfig(
         seed=settings().seed if args.seed is None else args.seed,
@@ -42,7 +42,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from include.mlops.training import train
+    from include.mlops.training.train import train
 
     result = train(
         as_of=args.as_of,
@@ -56,7 +56,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from include.mlops.promotion import rollback
+    from include.mlops.promotion.promote import rollback
 
     print(json.dumps(rollback(args.version, reason=args.reason), indent=2, default=str))
     return 0
@@ -65,7 +65,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 def _cmd_mlflow_ui(args: argparse.Namespace) -> int:
     import os
 
-    from include.mlops.settings import settings
+    from include.mlops.core.settings import settings
 
     s = settings()
     command = [
@@ -79,7 +79,7 @@ def _cmd_mlflow_ui(args: argparse.Namespace) -> int:
 
 
 def _cmd_settings(args: argparse.Namespace) -> int:
-    from include.mlops.settings import settings
+    from include.mlops.core.settings import settings
 
     print(json.dumps(settings().as_env(), indent=2, sort_keys=True))
     return 0
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-OWN_OPTIONS = {"demo": "include.mlops.demo", "bench": "include.mlops.bench"}
+OWN_OPTIONS = {"demo": "include.devtools.demo", "bench": "include.devtools.bench"}
 """Commands that parse their own options, by the module whose ``main(argv)`` runs them."""
 
 

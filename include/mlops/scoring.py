@@ -17,9 +17,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from include.mlops import storage
-from include.mlops.schema import TRANSACTIONS
-from include.mlops.settings import Settings, settings
+from include.mlops import lake as storage
+from include.mlops.core.schema import TRANSACTIONS
+from include.mlops.core.settings import Settings, settings
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -69,8 +69,8 @@ def score_day(day: dt.date, settings_: Settings | None = None) -> dict:
 
     # The registry's own reading: a missing alias is None, an unreachable registry is an error
     # (never a silently skipped day).
-    from include.mlops.promotion import _alias_version
-    from include.mlops.training import configure_mlflow, feature_columns, load_scorer, with_features
+    from include.mlops.promotion.promote import _alias_version
+    from include.mlops.training.train import configure_mlflow, feature_columns, load_scorer, with_features
 
     s = settings_ or settings()
     started = time.perf_counter()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops import storage
-from include.mlops.schema import TRANSACTIONS
-from include.mlops.simulator import SimulationConfig, transactions_for_day, write_drop
+from include.devtools.simulator import SimulationConfig, transactions_for_day, write_drop
+from include.mlops import lake as storage
+from include.mlops.core.schema import TRANSACTIONS
 from tests.e2e.conftest import POKE_SECONDS
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from include.mlops import demo as demo_module
+from include.devtools import demo as demo_module
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,8 +53,8 @@ def _predictions(lake: Path, day: str):
 
 @pytest.fixture(scope="module")
 def replay(airflow_stack, monkeypatch_module):
-    from include.mlops import settings as settings_module
-    from include.mlops.simulator import SimulationConfig, simulate, transactions_for_day, write_drop
+    from include.devtools.simulator import SimulationConfig, simulate, transactions_for_day, write_drop
+    from include.mlops.core import settings as settings_module
 
     stack = airflow_stack
     for key, value in {**AIRFLOW_STACK_ENV, "MLOPS_HOME": str(stack.home)}.items():
@@ -125,7 +125,7 @@ def test_a_champion_serves_and_drift_triggered_a_retrain_with_its_reason(replay)
     _stack, plan, tracker, lines = replay
     from mlflow import MlflowClient
 
-    from include.mlops.settings import settings
+    from include.mlops.core.settings import settings
 
     client = MlflowClient(settings().mlflow_tracking_uri)
     champion = client.get_model_version_by_alias(settings().model_name, "champion")

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from include.mlops import storage
-from include.mlops.schema import MAX_AMOUNT
-from include.mlops.simulator import SimulationConfig, labels_for_day, transactions_for_day, write_drop
+from include.devtools.simulator import SimulationConfig, labels_for_day, transactions_for_day, write_drop
+from include.mlops import lake as storage
+from include.mlops.core.schema import MAX_AMOUNT
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -11,7 +11,7 @@ from tests.integration.scored_world import World, build_world, world_environment
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from include.mlops.settings import Settings
+    from include.mlops.core.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from include.mlops import settings as settings_module
+from include.mlops.core import settings as settings_module
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from include.mlops.settings import Settings
+    from include.mlops.core.settings import Settings
 
 START = dt.date(2026, 1, 1)
 DAYS = 19
@@ -67,7 +67,11 @@ class World:
 
 
 def _build_world(root: Path) -> dict:
-    from include.mlops import features, scoring, simulator, storage, training
+    from include.devtools import simulator
+    from include.mlops import lake as storage
+    from include.mlops import scoring
+    from include.mlops.features import snapshots as features
+    from include.mlops.training import train as training
 
     with world_environment(World(root, 0, "")) as s:
         config = simulator.SimulationConfig(seed=SEED, rows_per_day=ROWS_PER_DAY, drift_from=day(DRIFT_DAY))

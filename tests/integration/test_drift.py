@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from include.mlops import drift
-from include.mlops.drift import ColumnDrift, DriftSummary, Performance, Policy, decide
+from include.mlops.monitoring import monitor as drift
+from include.mlops.monitoring.monitor import ColumnDrift, DriftSummary, Performance, Policy, decide
 from tests.integration.scored_world import (
     DAYS,
     DRIFT_DAY,
@@ -29,7 +29,7 @@ from tests.integration.scored_world import (
 )
 
 if TYPE_CHECKING:
-    from include.mlops.settings import Settings
+    from include.mlops.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -225,7 +225,7 @@ def monitored(world_settings: Settings, scored_world: World) -> Monitored:
     """Check the clean days, then the drifted days until the cooldown is over; then rerun days."""
     import mlflow
 
-    from include.mlops import training
+    from include.mlops.training import train as training
 
     s = world_settings
     state = Monitored()
@@ -325,7 +325,7 @@ def test_rerunning_a_day_never_triggers_twice(monitored: Monitored) -> None:
 
 def test_a_day_decides_only_under_the_model_lock(monitored: Monitored, world_settings: Settings) -> None:
     """``monitor_drift`` runs two days at a time in a backfill: each decision takes the model's lock."""
-    from include.mlops.promotion import LockTimeout, promotion_lock
+    from include.mlops.promotion.promote import LockTimeout, promotion_lock
 
     assert monitored.first_trigger is not None
     before = drift.last_trigger(world_settings)
@@ -339,7 +339,7 @@ def test_a_day_decides_only_under_the_model_lock(monitored: Monitored, world_set
 def test_performance_is_measured_once_labels_have_arrived(
     monitored: Monitored, world_settings: Settings, scored_world: World
 ) -> None:
-    from include.mlops import training
+    from include.mlops.training import train as training
 
     client = training.configure_mlflow(world_settings)
     baseline = client.get_run(scored_world.champion_run_id).data.metrics["pr_auc"]
@@ -357,7 +357,7 @@ def test_performance_is_measured_once_labels_have_arrived(
 def test_reports_are_saved_and_logged_once_per_day(monitored: Monitored, world_settings: Settings) -> None:
     import mlflow
 
-    from include.mlops import training
+    from include.mlops.training import train as training
 
     assert monitored.first_trigger is not None
     s = world_settings
@@ -408,8 +408,8 @@ def test_reports_go_to_s3_when_the_reports_url_is_s3(
 ) -> None:
     import boto3
 
-    from include.mlops import settings as settings_module
-    from include.mlops.settings import load_settings
+    from include.mlops.core import settings as settings_module
+    from include.mlops.core.settings import load_settings
 
     s = load_settings(
         {

@@ -19,17 +19,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from include.mlops import features as F
-from include.mlops import storage
-from include.mlops.schema import LABELS, TRANSACTIONS
-from include.mlops.settings import load_settings
-from include.mlops.simulator import SimulationConfig, labels_for_day, transactions_for_day
+from include.devtools.simulator import SimulationConfig, labels_for_day, transactions_for_day
+from include.mlops import lake as storage
+from include.mlops.core.schema import LABELS, TRANSACTIONS
+from include.mlops.core.settings import load_settings
+from include.mlops.features import snapshots as F
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from include.mlops.settings import Settings
+    from include.mlops.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 

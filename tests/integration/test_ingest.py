@@ -15,9 +15,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from include.mlops import settings as settings_module
-from include.mlops import storage
-from include.mlops.ingest import (
+from include.devtools.simulator import write_drop
+from include.mlops import lake as storage
+from include.mlops.core import settings as settings_module
+from include.mlops.core.schema import DATASETS, LABELS, TRANSACTIONS
+from include.mlops.ingest.land import (
     LAKE_FILE,
     REJECTION_NAME,
     DropIncomplete,
@@ -28,9 +30,7 @@ from include.mlops.ingest import (
     recent_row_counts,
     settled,
 )
-from include.mlops.schema import DATASETS, LABELS, TRANSACTIONS
-from include.mlops.simulator import write_drop
-from include.mlops.validation import ROW_COUNT_HISTORY, build_suite, row_count_bounds
+from include.mlops.ingest.validation import ROW_COUNT_HISTORY, build_suite, row_count_bounds
 from tests.integration.bad_drops import CORPUS, BadDrop, good_table, with_values
 
 if TYPE_CHECKING:

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from include.mlops.settings import load_settings
+from include.mlops.core.settings import load_settings
 from tests.integration.scored_world import DAYS, SCORING_DAY, World, day
 
 if TYPE_CHECKING:
-    from include.mlops.settings import Settings
+    from include.mlops.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def _distinct_challenger(s: Settings, world: World) -> int:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
 
-    from include.mlops import training
+    from include.mlops.training import train as training
 
     client = training.configure_mlflow(s)
     columns = training.feature_columns(f"models:/{s.model_name}/{world.champion_version}")
@@ -56,14 +56,16 @@ def _distinct_challenger(s: Settings, world: World) -> int:
 def _transactions(s: Settings, n: int):
     import pyarrow.parquet as pq
 
-    from include.mlops import storage
+    from include.mlops import lake as storage
 
     loc = storage.location(s.lake_url).join("transactions", f"dt={day(n)}", "part-00000.parquet")
     return pq.read_table(loc.path)
 
 
 def test_scoring_a_day_twice_leaves_one_copy(world_settings: Settings, scored_world: World) -> None:
-    from include.mlops import features, scoring, storage
+    from include.mlops import lake as storage
+    from include.mlops import scoring
+    from include.mlops.features import snapshots as features
 
     s = world_settings
     first = scoring.score_day(day(SCORING_DAY), s)
@@ -96,7 +98,8 @@ def test_scoring_a_day_twice_leaves_one_copy(world_settings: Settings, scored_wo
 def test_the_shadow_challenger_is_scored_when_distinct(world_settings: Settings, scored_world: World) -> None:
     import numpy as np
 
-    from include.mlops import scoring, training
+    from include.mlops import scoring
+    from include.mlops.training import train as training
 
     s = world_settings
     client = training.configure_mlflow(s)

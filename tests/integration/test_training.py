@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from include.mlops import settings as settings_module
-from include.mlops.settings import PROJECT_ROOT, load_settings
+from include.mlops.core import settings as settings_module
+from include.mlops.core.settings import PROJECT_ROOT, load_settings
 
 if TYPE_CHECKING:
-    from include.mlops.settings import Settings
+    from include.mlops.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,9 @@ def lake_environ(root: Path) -> dict[str, str]:
 
 
 def _build_lake(root: Path) -> None:
-    from include.mlops import features, simulator, storage
+    from include.devtools import simulator
+    from include.mlops import lake as storage
+    from include.mlops.features import snapshots as features
 
     s = load_settings({"MLOPS_HOME": str(root / "home"), **lake_environ(root)})
     config = simulator.SimulationConfig(seed=11, rows_per_day=ROWS_PER_DAY)
@@ -98,7 +100,8 @@ def test_train_registers_a_challenger_with_its_lineage(lake_settings: Settings, 
     import mlflow
     import numpy as np
 
-    from include.mlops import features, training
+    from include.mlops.features import snapshots as features
+    from include.mlops.training import train as training
 
     result = training.train(AS_OF, WINDOW_DAYS, OOT_DAYS, "nightly schedule", "scheduled__2026-01-25")
 
@@ -178,7 +181,7 @@ def test_train_registers_a_challenger_with_its_lineage(lake_settings: Settings, 
 
 
 def test_cli_trains_in_a_subprocess(lake_settings: Settings) -> None:
-    from include.mlops import training
+    from include.mlops.training import train as training
 
     env = {**os.environ, **lake_settings.as_env(), "PYTHONPATH": str(PROJECT_ROOT)}
     argv = [
@@ -206,7 +209,7 @@ def test_cli_trains_in_a_subprocess(lake_settings: Settings) -> None:
 def test_missing_partitions_are_named(lake_settings: Settings) -> None:
     import dataclasses
 
-    from include.mlops import training
+    from include.mlops.training import train as training
 
     # A window longer than the lake's history is shortened to start on its second day...
     window = training.training_window(AS_OF, 20, OOT_DAYS)
@@ -230,7 +233,9 @@ def test_labels_are_joined_once_and_a_missing_label_is_an_error(mlops_home: Path
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from include.mlops import simulator, storage, training
+    from include.devtools import simulator
+    from include.mlops import lake as storage
+    from include.mlops.training import train as training
 
     s = load_settings({"MLOPS_HOME": str(mlops_home)})
     config = simulator.SimulationConfig(seed=3, rows_per_day=300)
@@ -290,7 +295,7 @@ def test_metrics_match_scikit_learn() -> None:
     import numpy as np
     from sklearn.metrics import average_precision_score, roc_curve
 
-    from include.mlops import training
+    from include.mlops.training import train as training
 
     rng = np.random.default_rng(5)
     y = (rng.random(4000) < 0.02).astype(int)
@@ -310,7 +315,7 @@ def test_device_is_read_back_from_the_booster() -> None:
     import numpy as np
     import xgboost as xgb
 
-    from include.mlops import training
+    from include.mlops.training import train as training
 
     assert training.detect_device("cpu") == "cpu"
     device = training.detect_device("auto")

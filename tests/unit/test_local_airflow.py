@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from include.mlops import local_airflow
+from include.devtools import local_airflow
 
 
 def test_an_exited_child_is_not_alive_even_before_it_is_reaped() -> None:

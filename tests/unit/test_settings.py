@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from include.mlops.settings import PROJECT_ROOT, SettingsError, load_settings
+from include.mlops.core.settings import PROJECT_ROOT, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -13,17 +13,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from include.mlops import simulator, storage
-from include.mlops.schema import (
-    CHANNELS,
-    COUNTRIES,
-    COUNTRY_CURRENCY,
-    LABELS,
-    MAX_AMOUNT,
-    MERCHANT_CATEGORIES,
-    TRANSACTIONS,
-)
-from include.mlops.simulator import (
+from include.devtools import simulator
+from include.devtools.simulator import (
     MAX_LABEL_DELAY_DAYS,
     SimulationConfig,
     fraud_flags_for_day,
@@ -32,6 +23,16 @@ from include.mlops.simulator import (
     transactions_for_day,
     truth_for_day,
     write_drop,
+)
+from include.mlops import lake as storage
+from include.mlops.core.schema import (
+    CHANNELS,
+    COUNTRIES,
+    COUNTRY_CURRENCY,
+    LABELS,
+    MAX_AMOUNT,
+    MERCHANT_CATEGORIES,
+    TRANSACTIONS,
 )
 
 if TYPE_CHECKING:

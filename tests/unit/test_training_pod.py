@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from include.mlops import settings as settings_module
+from include.mlops.core import settings as settings_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_VALUES = ("s3cr3t-key", "hunter2")

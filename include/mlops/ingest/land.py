@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from include.mlops import storage
-from include.mlops.schema import DATASETS, Dataset
-from include.mlops.settings import settings as current_settings
-from include.mlops.validation import ROW_COUNT_HISTORY, ValidationReport, to_frame, validate
+from include.mlops import lake as storage
+from include.mlops.core.schema import DATASETS, Dataset
+from include.mlops.core.settings import settings as current_settings
+from include.mlops.ingest.validation import ROW_COUNT_HISTORY, ValidationReport, to_frame, validate
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from include.mlops.settings import Settings
-    from include.mlops.storage import Location
+    from include.mlops.core.settings import Settings
+    from include.mlops.lake import Location
 
 SUCCESS_MARKER = "_SUCCESS"
 LAKE_FILE = "part-00000.parquet"

@@ -86,10 +86,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.mlops import storage
-from include.mlops.settings import env_number
-from include.mlops.settings import settings as current_settings
-from include.mlops.simulator import MAX_LABEL_DELAY_DAYS
+from include.devtools.simulator import MAX_LABEL_DELAY_DAYS
+from include.mlops import lake as storage
+from include.mlops.core.settings import env_number
+from include.mlops.core.settings import settings as current_settings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -98,7 +98,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from include.mlops.settings import Settings
+    from include.mlops.core.settings import Settings
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "amount_to_customer_mean_7d",
@@ -611,7 +611,7 @@ def load_reference(version: int, settings: Settings | None = None) -> pd.DataFra
 
     import pandas as pd
 
-    from include.mlops.training import REFERENCE_ARTIFACT, configure_mlflow, reference_sample
+    from include.mlops.training.train import REFERENCE_ARTIFACT, configure_mlflow, reference_sample
 
     s = _settings(settings)
     client = configure_mlflow(s)
@@ -770,7 +770,7 @@ def measure_performance(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from include.mlops.training import LABEL, average_precision, configure_mlflow, recall_at_fpr
+    from include.mlops.training.train import LABEL, average_precision, configure_mlflow, recall_at_fpr
 
     s = _settings(settings)
     client = configure_mlflow(s)
@@ -874,7 +874,7 @@ def last_trigger(settings: Settings | None = None) -> Trigger | None:
     """The last drift-triggered retrain request, from the registered model's tags (``None``: never)."""
     from mlflow.exceptions import MlflowException
 
-    from include.mlops.training import configure_mlflow
+    from include.mlops.training.train import configure_mlflow
 
     s = _settings(settings)
     client = configure_mlflow(s)
@@ -907,7 +907,7 @@ def retrain_running(trigger: Trigger | None, policy: Policy, settings: Settings 
     Its model is a version whose ``reason`` tag starts with ``drift on <trigger day>`` (the reason
     travels from the trigger to ``train_model`` and onto the version it registers).
     """
-    from include.mlops.training import configure_mlflow
+    from include.mlops.training.train import configure_mlflow
 
     if trigger is None or not trigger.requested_at:
         return False
@@ -931,7 +931,7 @@ def record_trigger(
     verdict: Verdict, model_version: int, airflow_run_id: str | None, settings: Settings | None = None
 ) -> Trigger:
     """Record a retrain request on the registered model (the cooldown's state)."""
-    from include.mlops.training import configure_mlflow
+    from include.mlops.training.train import configure_mlflow
 
     s = _settings(settings)
     client = configure_mlflow(s)
@@ -970,7 +970,7 @@ def experiment_name(settings: Settings | None = None) -> str:
 
 
 def _experiment_id(client: Any, s: Settings) -> str:
-    from include.mlops.training import ensure_experiment
+    from include.mlops.training.train import ensure_experiment
 
     return ensure_experiment(client, s, name=experiment_name(s))
 
@@ -981,7 +981,7 @@ def monitoring_run(day: dt.date, settings: Settings | None = None) -> str:
     A day has one run: a rerun reuses it (extra ones, e.g. from a crash between creation and
     tagging, are deleted).
     """
-    from include.mlops.training import configure_mlflow
+    from include.mlops.training.train import configure_mlflow
 
     s = _settings(settings)
     client = configure_mlflow(s)
@@ -1072,7 +1072,7 @@ def monitor_day(day: dt.date, airflow_run_id: str | None = None, settings: Setti
     """
     import pyarrow as pa
 
-    from include.mlops.training import SCORE, configure_mlflow
+    from include.mlops.training.train import SCORE, configure_mlflow
 
     started = time.perf_counter()
     if isinstance(day, str):
@@ -1117,7 +1117,7 @@ def monitor_day(day: dt.date, airflow_run_id: str | None = None, settings: Setti
     performance = measure_performance(day, version, policy, s)
     # Reading the cooldown state, deciding and recording a request happen under the model's lock
     # (the promotion lock), so two days monitored at once cannot both pass the cooldown.
-    from include.mlops.promotion import promotion_lock
+    from include.mlops.promotion.promote import promotion_lock
 
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
         local = Path(tmp)

@@ -30,8 +30,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from include.mlops import local_airflow, storage
-from include.mlops.settings import settings
+from include.devtools import local_airflow
+from include.mlops import lake as storage
+from include.mlops.core.settings import settings
 
 PRODUCERS = ("ingest_transactions", "ingest_labels")
 PIPELINE = (*PRODUCERS, "materialize_features", "score_transactions", "monitor_drift", "train_model")
@@ -84,7 +85,7 @@ def plan(
     retrain later learns from more labelled days than it did, so the promotion step compares two
     different models.
     """
-    from include.mlops.simulator import MAX_LABEL_DELAY_DAYS
+    from include.devtools.simulator import MAX_LABEL_DELAY_DAYS
 
     start = today - dt.timedelta(days=days)
     drift_from = start + dt.timedelta(days=drift_day - 1) if drift_day else None
@@ -344,8 +345,8 @@ def failures(demo: DemoPlan, tracker: Tracker) -> list[str]:
 
 
 def run_demo(demo: DemoPlan, keep_up: bool = False, timeout: float = 1800.0) -> int:
-    from include.mlops.airflow_api import AirflowClient
-    from include.mlops.simulator import SimulationConfig, simulate
+    from include.devtools.airflow_api import AirflowClient
+    from include.devtools.simulator import SimulationConfig, simulate
 
     s = settings()
     if local_airflow.running():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from include.mlops.settings import Settings, settings
+from include.mlops.core.settings import Settings, settings
 
 DATA_DOCS = "mlops_data_docs"
 DRIFT_REPORT = "mlops_drift_report"

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from include.mlops import storage
+from include.mlops import lake as storage
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import great_expectations as gx
     import pandas as pd
 
-    from include.mlops.schema import Column, Dataset
+    from include.mlops.core.schema import Column, Dataset
 
 # A day is compared with the median of this many most recent lake partitions before it ...
 ROW_COUNT_HISTORY = 7

@@ -60,16 +60,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from include.mlops import storage
-from include.mlops.schema import TIMESTAMP, TRANSACTIONS
-from include.mlops.settings import settings as current_settings
+from include.mlops import lake as storage
+from include.mlops.core.schema import TIMESTAMP, TRANSACTIONS
+from include.mlops.core.settings import settings as current_settings
 
 if TYPE_CHECKING:
     import duckdb
     import feast
     import pandas as pd
 
-    from include.mlops.settings import Settings
+    from include.mlops.core.settings import Settings
 
 # --------------------------------------------------------------------------------------------------
 # The feature contract (feature_repo/ derives its schemas from these names)

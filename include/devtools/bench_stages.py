@@ -1,6 +1,6 @@
 """The steps of ``make bench``, one per process.
 
-``python -m include.mlops.bench_stages STEP ROWS DAY [ARGS...]``
+``python -m include.devtools.bench_stages STEP ROWS DAY [ARGS...]``
 
 Each step prints one JSON line: what it measured (``seconds``: its own work, ``rows``) and the
 process's peak RSS. See :mod:`include.mlops.bench` for what each stage and its floor are.
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.settings import settings
+from include.mlops.core.settings import settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,7 +26,7 @@ SEED = 7
 
 def config(rows: int, rows_per_day: int | None = None) -> Any:
     """The world's simulator configuration: the customers and merchants of a ``rows``-row day."""
-    from include.mlops.simulator import SimulationConfig
+    from include.devtools.simulator import SimulationConfig
 
     return SimulationConfig(
         seed=SEED,
@@ -44,7 +44,7 @@ def _timed(out: dict[str, Any], *warm: str) -> Iterator[None]:
     import importlib
 
     if "feast" in warm:
-        from include.mlops.features import _quiet_feast_import
+        from include.mlops.features.snapshots import _quiet_feast_import
 
         _quiet_feast_import()
     for name in warm:
@@ -60,7 +60,9 @@ def lake_file(dataset: str, day: dt.date) -> str:
 
 def world(rows: int, day: dt.date, *args: str) -> dict:
     """Eleven days of history at 3/5 of the size, their features and the registry (not measured)."""
-    from include.mlops import features, simulator, storage
+    from include.devtools import simulator
+    from include.mlops import lake as storage
+    from include.mlops.features import snapshots as features
 
     first = dt.date.fromisoformat(args[0])
     # Three fifths of the day's size: inside the ingestion's volume check (0.5x-2x the median).
@@ -80,7 +82,7 @@ def world(rows: int, day: dt.date, *args: str) -> dict:
 def simulate(rows: int, day: dt.date, *args: str) -> dict:
     """Generate the day and write its drop to the landing zone."""
     out: dict[str, Any] = {}
-    from include.mlops.simulator import transactions_for_day, write_drop
+    from include.devtools.simulator import transactions_for_day, write_drop
 
     with _timed(out):
         table = transactions_for_day(day, config(rows))
@@ -91,7 +93,7 @@ def simulate(rows: int, day: dt.date, *args: str) -> dict:
 
 def simulate_labels(rows: int, day: dt.date, *args: str) -> dict:
     """Generate the day's labels and write their drop (the scheduler chain validates both drops)."""
-    from include.mlops.simulator import labels_for_day, write_drop
+    from include.devtools.simulator import labels_for_day, write_drop
 
     table = labels_for_day(day, config(rows))
     write_drop(settings().landing_url, "labels", day, table)
@@ -103,7 +105,7 @@ def simulate_floor(rows: int, day: dt.date, *args: str) -> dict:
     out: dict[str, Any] = {}
     import pyarrow.parquet as pq
 
-    from include.mlops.simulator import transactions_for_day
+    from include.devtools.simulator import transactions_for_day
 
     table = transactions_for_day(day, config(rows))
     with _timed(out):
@@ -115,7 +117,7 @@ def simulate_floor(rows: int, day: dt.date, *args: str) -> dict:
 def ingest(rows: int, day: dt.date, *args: str) -> dict:
     """Validate the drop with GX and land it in the lake."""
     out: dict[str, Any] = {}
-    from include.mlops.ingest import ingest_day
+    from include.mlops.ingest.land import ingest_day
 
     with _timed(out, "great_expectations"):
         out["rows"] = ingest_day("transactions", day).rows
@@ -140,7 +142,7 @@ def ingest_floor(rows: int, day: dt.date, *args: str) -> dict:
 def features(rows: int, day: dt.date, *args: str) -> dict:
     """Compute the day's feature snapshots."""
     out: dict[str, Any] = {}
-    from include.mlops.features import compute_features_for_day
+    from include.mlops.features.snapshots import compute_features_for_day
 
     with _timed(out, "duckdb", "pandas"):
         result = compute_features_for_day(day)
@@ -168,7 +170,7 @@ def features_floor(rows: int, day: dt.date, *args: str) -> dict:
 def materialize(rows: int, day: dt.date, *args: str) -> dict:
     """Load the day's snapshots into the SQLite online store through Feast."""
     out: dict[str, Any] = {}
-    from include.mlops.features import materialize_day
+    from include.mlops.features.snapshots import materialize_day
 
     with _timed(out, "feast"):
         result = materialize_day(day)
@@ -184,7 +186,7 @@ def materialize_floor(rows: int, day: dt.date, *args: str) -> dict:
 
     import pyarrow.parquet as pq
 
-    from include.mlops.features import snapshot_location
+    from include.mlops.features.snapshots import snapshot_location
 
     tables = {
         v: pq.read_table((loc := snapshot_location(v, day)).path, filesystem=loc.fs)
@@ -206,7 +208,7 @@ def materialize_floor(rows: int, day: dt.date, *args: str) -> dict:
 def training(rows: int, day: dt.date, *args: str) -> dict:
     """Train, log and register a model; alias it champion for the next stages."""
     out: dict[str, Any] = {}
-    from include.mlops.training import EARLY_STOPPING_ROUNDS, configure_mlflow, feature_columns, train
+    from include.mlops.training.train import EARLY_STOPPING_ROUNDS, configure_mlflow, feature_columns, train
 
     as_of, window, oot = dt.date.fromisoformat(args[0]), int(args[1]), int(args[2])
     with _timed(out, "feast", "mlflow", "xgboost", "sklearn.linear_model"):
@@ -230,7 +232,7 @@ def training_floor(rows: int, day: dt.date, *args: str) -> dict:
     import numpy as np
     import xgboost as xgb
 
-    from include.mlops.training import _xgb_params
+    from include.mlops.training.train import _xgb_params
 
     fit_rows, rounds, n_features = int(args[0]), int(args[1]), int(args[2])
     rng = np.random.default_rng(0)
@@ -266,7 +268,7 @@ def scoring_floor(rows: int, day: dt.date, *args: str) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from include.mlops.features import snapshot_location
+    from include.mlops.features.snapshots import snapshot_location
 
     with _timed(out):
         payments = pq.read_table(lake_file("transactions", day))
@@ -287,7 +289,7 @@ def scoring_floor(rows: int, day: dt.date, *args: str) -> dict:
 def drift(rows: int, day: dt.date, *args: str) -> dict:
     """Check the day's drift against the champion's reference (Evidently)."""
     out: dict[str, Any] = {}
-    from include.mlops.drift import monitor_day
+    from include.mlops.monitoring.monitor import monitor_day
 
     with _timed(out, "evidently", "mlflow"):
         result = monitor_day(day)
@@ -302,7 +304,7 @@ def drift_floor(rows: int, day: dt.date, *args: str) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from include.mlops.drift import Policy
+    from include.mlops.monitoring.monitor import Policy
 
     path = lake_file("predictions", day)
     policy = Policy.from_env()

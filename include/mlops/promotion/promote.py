@@ -72,8 +72,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.settings import env_number
-from include.mlops.settings import settings as current_settings
+from include.mlops.core.settings import env_number
+from include.mlops.core.settings import settings as current_settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -81,7 +81,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from include.mlops.settings import Settings
+    from include.mlops.core.settings import Settings
 
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
@@ -194,7 +194,7 @@ class Decision:
 
 
 def _metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    from include.mlops.training import classification_metrics
+    from include.mlops.training.train import classification_metrics
 
     return classification_metrics(y, scores)
 
@@ -296,7 +296,7 @@ def paired_bootstrap(
     """
     import numpy as np
 
-    from include.mlops.training import TARGET_FPR
+    from include.mlops.training.train import TARGET_FPR
 
     rng = np.random.default_rng(seed)
     sampled = max_rows is not None and 0 < max_rows < len(y)
@@ -548,7 +548,7 @@ def _advisory_lock(url: str, name: str, timeout: float) -> Iterator[str]:
 
 
 def _client(s: Settings) -> Any:
-    from include.mlops.training import configure_mlflow
+    from include.mlops.training.train import configure_mlflow
 
     return configure_mlflow(s)
 
@@ -621,7 +621,7 @@ class Evaluation:
 
 
 def _score(name: str, version: int, frame: pd.DataFrame) -> ModelScores:
-    from include.mlops.training import feature_columns, load_scorer
+    from include.mlops.training.train import feature_columns, load_scorer
 
     uri = f"models:/{name}/{version}"
     try:
@@ -649,7 +649,7 @@ def evaluate(
     ``frame`` to reuse rows already built). The champion may be ``None`` (or the challenger itself,
     in which case it is not scored twice).
     """
-    from include.mlops.training import LABEL, fingerprint_digest, oot_frame
+    from include.mlops.training.train import LABEL, fingerprint_digest, oot_frame
 
     s = _settings(settings)
     client = _client(s)

@@ -71,11 +71,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from include.mlops import storage
-from include.mlops.schema import LABELS, TRANSACTIONS
-from include.mlops.settings import PROJECT_ROOT, env_number
-from include.mlops.settings import settings as current_settings
-from include.mlops.simulator import MAX_LABEL_DELAY_DAYS
+from include.devtools.simulator import MAX_LABEL_DELAY_DAYS
+from include.mlops import lake as storage
+from include.mlops.core.schema import LABELS, TRANSACTIONS
+from include.mlops.core.settings import PROJECT_ROOT, env_number
+from include.mlops.core.settings import settings as current_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -84,7 +84,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from include.mlops.settings import Settings
+    from include.mlops.core.settings import Settings
 
 LABEL = LABELS.column("is_fraud").name
 WEIGHT = "sample_weight"
@@ -252,7 +252,7 @@ def check_window(window: Window, settings: Settings | None = None) -> None:
     after the first training day to ``latest_labels``, and the customer and merchant feature
     snapshots of the day before each of those days (what the point-in-time join serves).
     """
-    from include.mlops import features
+    from include.mlops.features import snapshots as features
 
     s = _settings(settings)
     lake = _lake(s)
@@ -482,7 +482,7 @@ def read_oot_days(
 
 def with_features(frame: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
     """``frame`` (lake payments) with the feature service's features, via Feast, in input order."""
-    from include.mlops import features
+    from include.mlops.features import snapshots as features
 
     try:
         return features.training_frame(frame, settings=settings)
@@ -629,10 +629,12 @@ def package_version() -> str:
 
 
 def code_sha256() -> str:
-    """sha256 over the sources of ``include/mlops/*.py`` (names and contents, sorted by name)."""
+    """sha256 over the sources of the production package ``include/mlops`` (relative paths and
+    contents, sorted by path). Developer tooling lives outside it and does not count."""
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -666,7 +668,7 @@ def validation_results(dataset_days: Iterable[tuple[str, dt.date]], settings: Se
 
 def snapshot_fingerprints(days: Iterable[dt.date], settings: Settings | None = None) -> list[dict]:
     """sha256 of the customer and merchant feature snapshots of ``days`` (those that exist)."""
-    from include.mlops import features
+    from include.mlops.features import snapshots as features
 
     s = _settings(settings)
     out = []
@@ -921,7 +923,7 @@ def train(
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, DataType, Schema
 
-    from include.mlops import features
+    from include.mlops.features import snapshots as features
 
     started = time.perf_counter()
     s = _settings(settings)

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from include.mlops.settings import PROJECT_ROOT, settings
+from include.mlops.core.settings import PROJECT_ROOT, settings
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 USER = "admin"
@@ -222,7 +222,7 @@ def up() -> None:
     started = time.monotonic()
     subprocess.run([_airflow_bin(), "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     subprocess.run(
-        [sys.executable, "-m", "include.mlops.local_airflow", "apply-settings"],
+        [sys.executable, "-m", "include.devtools.local_airflow", "apply-settings"],
         env=env,
         check=True,
         cwd=PROJECT_ROOT,
@@ -272,7 +272,7 @@ def down(timeout: float = 30.0) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.mlops.local_airflow", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m include.devtools.local_airflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the local Airflow in the background")
     sub.add_parser("down", help="stop what `up` started")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset
 
-from include.mlops.settings import settings
+from include.mlops.core.settings import settings
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -128,8 +128,8 @@ def land_day(dataset: str, context: Any) -> dict:
     """
     from airflow.sdk.exceptions import AirflowFailException
 
-    from include.mlops import links
-    from include.mlops.ingest import DropRejected, ingest_day
+    from include.mlops.ingest.land import DropRejected, ingest_day
+    from include.mlops.orchestration import links
 
     try:
         result = ingest_day(dataset, run_day(context))

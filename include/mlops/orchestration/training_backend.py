@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.settings import PROJECT_ROOT, Settings, settings
+from include.mlops.core.settings import PROJECT_ROOT, Settings, settings
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator

@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from include.mlops.settings import PROJECT_ROOT, settings
+from include.mlops.core.settings import PROJECT_ROOT, settings
 
 HISTORY_DAYS = 11
 DAY = dt.date(2026, 3, 12)
@@ -81,7 +81,7 @@ def _run(command: list[str], env: dict[str, str]) -> dict:
 
 def _step(name: str, rows: int, env: dict[str, str], *extra: str, day: dt.date = DAY) -> dict:
     """One step of :mod:`include.mlops.bench_stages` in a fresh process."""
-    return _run(["-m", "include.mlops.bench_stages", name, str(rows), day.isoformat(), *extra], env)
+    return _run(["-m", "include.devtools.bench_stages", name, str(rows), day.isoformat(), *extra], env)
 
 
 def _environment(home: Path) -> dict[str, str]:
@@ -179,10 +179,10 @@ def orchestration(rows: int, root: Path, log=print) -> dict:
     """Run day 13 of the ``rows`` world (both drops) through ingest -> features -> scoring -> drift
     under a real local Airflow (started and stopped here); compare the chain's wall time with the
     durations of its tasks on the critical path."""
-    from include.mlops import local_airflow
-    from include.mlops import settings as settings_module
-    from include.mlops.airflow_api import AirflowClient
-    from include.mlops.demo import PRODUCERS, Tracker
+    from include.devtools import local_airflow
+    from include.devtools.airflow_api import AirflowClient
+    from include.devtools.demo import PRODUCERS, Tracker
+    from include.mlops.core import settings as settings_module
 
     home = root / str(rows)
     day = DAY + dt.timedelta(days=1)

@@ -70,8 +70,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from include.mlops import storage
-from include.mlops.schema import (
+from include.mlops import lake as storage
+from include.mlops.core.schema import (
     CHANNELS,
     COUNTRIES,
     COUNTRY_CURRENCY,
