@@ -85,7 +85,7 @@ def plan(
     retrain later learns from more labelled days than it did, so the promotion step compares two
     different models.
     """
-    from include.devtools.simulator import MAX_LABEL_DELAY_DAYS
+    from include.mlops.core.schema import MAX_LABEL_DELAY_DAYS
 
     start = today - dt.timedelta(days=days)
     drift_from = start + dt.timedelta(days=drift_day - 1) if drift_day else None

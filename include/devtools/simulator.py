@@ -77,6 +77,7 @@ from include.mlops.core.schema import (
     COUNTRY_CURRENCY,
     LABELS,
     MAX_AMOUNT,
+    MAX_LABEL_DELAY_DAYS,
     MERCHANT_CATEGORIES,
     TIMESTAMP,
     TRANSACTIONS,
@@ -84,9 +85,6 @@ from include.mlops.core.schema import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
-
-MAX_LABEL_DELAY_DAYS: int = 5
-"""Every payment of day ``D`` is labelled in one of the labels drops ``D+1`` .. ``D+5``."""
 
 SETTLEMENT_DELAY_DAYS: int = 3
 """A legitimate payment is confirmed exactly this long after it."""

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from include.mlops.core import settings as settings_module
+from include.mlops.core.schema import LABEL
 from include.mlops.core.settings import PROJECT_ROOT, load_settings
 from tests.conftest import free_port
 from tests.integration.test_training import (
@@ -74,7 +75,7 @@ def zoo(fraud_lake: Path) -> Zoo:
     data = training.read_training_days(window.train_days, window.latest_labels, 20, 7, s)
     frame = training.with_features(data.frame, s)
     val = (frame["event_timestamp"] >= features.day_start(window.validation_start)).to_numpy()
-    y = frame[training.LABEL].to_numpy()
+    y = frame[LABEL].to_numpy()
     w = frame[training.WEIGHT].to_numpy()
     good_columns = list(features.FEATURE_COLUMNS)
     weak_columns = [name for name, _ in features.TRANSACTION_FEATURES]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from include.mlops.core.schema import LABEL
 from include.mlops.core.settings import load_settings
 from tests.integration.scored_world import DAYS, SCORING_DAY, World, day
 
@@ -37,7 +38,7 @@ def _distinct_challenger(s: Settings, world: World) -> int:
     x = reference[columns].astype("float64")
     booster = xgb.train(
         {"objective": "binary:logistic", "max_depth": 2, "eta": 0.3, "nthread": 1, "seed": 3},
-        xgb.DMatrix(x, label=reference[training.LABEL].to_numpy()),
+        xgb.DMatrix(x, label=reference[LABEL].to_numpy()),
         num_boost_round=5,
     )
     experiment_id = training.ensure_experiment(client, s)

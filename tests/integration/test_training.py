@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from include.mlops.core import settings as settings_module
+from include.mlops.core.schema import LABEL
 from include.mlops.core.settings import PROJECT_ROOT, load_settings
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ def test_train_registers_a_challenger_with_its_lineage(lake_settings: Settings, 
     # The reference sample for the drift monitor, and the scorer reproduces its predictions.
     reference = training.reference_sample(run.info.run_id)
     assert len(reference) == min(training.REFERENCE_ROWS, int(metrics["oot_rows"]))
-    assert {training.SCORE, training.LABEL, *features.FEATURE_COLUMNS} <= set(reference.columns)
+    assert {training.SCORE, LABEL, *features.FEATURE_COLUMNS} <= set(reference.columns)
     uri = f"models:/{name}@challenger"
     assert training.feature_columns(uri) == list(features.FEATURE_COLUMNS)
     scores = training.load_scorer(uri)(reference)
@@ -280,35 +281,15 @@ def test_labels_are_joined_once_and_a_missing_label_is_an_error(mlops_home: Path
     frame = data.frame
     assert frame["transaction_id"].is_unique
     assert data.stats["duplicate_labels"] == 1
-    assert frame.loc[frame["transaction_id"] == twice, training.LABEL].tolist() == [1]
-    assert frame[training.LABEL].isin([0, 1]).all()
+    assert frame.loc[frame["transaction_id"] == twice, LABEL].tolist() == [1]
+    assert frame[LABEL].isin([0, 1]).all()
     (day_stats,) = data.stats["per_day"]
-    positives = frame[frame[training.LABEL] == 1]
-    negatives = frame[frame[training.LABEL] == 0]
+    positives = frame[frame[LABEL] == 1]
+    negatives = frame[frame[LABEL] == 0]
     assert len(positives) == day_stats["positives"] and (positives[training.WEIGHT] == 1).all()
     assert 0 < day_stats["keep_rate"] < 1
     assert np.allclose(negatives[training.WEIGHT], 1 / day_stats["keep_rate"])
     assert len(negatives) < data.stats["negatives_total"]
-
-
-def test_metrics_match_scikit_learn() -> None:
-    import numpy as np
-    from sklearn.metrics import average_precision_score, roc_curve
-
-    from include.mlops.training import train as training
-
-    rng = np.random.default_rng(5)
-    y = (rng.random(4000) < 0.02).astype(int)
-    score = np.round(rng.random(4000) * 0.5 + y * rng.random(4000) * 0.6, 2)  # ties on purpose
-    assert training.average_precision(y, score) == pytest.approx(average_precision_score(y, score), abs=1e-12)
-    fpr, tpr, _ = roc_curve(y, score)
-    assert training.recall_at_fpr(y, score, 0.01) == pytest.approx(tpr[fpr <= 0.01].max(), abs=1e-12)
-    # Integer weights are the same as repeating rows (what the bootstrap relies on).
-    w = rng.integers(0, 3, 4000)
-    repeated = np.repeat(np.arange(4000), w)
-    assert training.average_precision(y, score, w.astype(float)) == pytest.approx(
-        average_precision_score(y[repeated], score[repeated]), abs=1e-12
-    )
 
 
 def test_device_is_read_back_from_the_booster() -> None:

@@ -15,7 +15,6 @@ import pytest
 
 from include.devtools import simulator
 from include.devtools.simulator import (
-    MAX_LABEL_DELAY_DAYS,
     SimulationConfig,
     fraud_flags_for_day,
     labels_for_day,
@@ -31,6 +30,7 @@ from include.mlops.core.schema import (
     COUNTRY_CURRENCY,
     LABELS,
     MAX_AMOUNT,
+    MAX_LABEL_DELAY_DAYS,
     MERCHANT_CATEGORIES,
     TRANSACTIONS,
 )

@@ -92,6 +92,9 @@ class Dataset:
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
+LABEL = "is_fraud"
+"""The target column (in :data:`LABELS`, and in every training or evaluation frame)."""
+
 TRANSACTIONS = Dataset(
     name="transactions",
     timestamp_column="event_timestamp",
@@ -118,12 +121,16 @@ LABELS = Dataset(
     doc="Fraud outcome of a payment, known days after it (chargeback or settlement).",
     columns=(
         Column("transaction_id", pa.string(), unique=True, doc="The labelled payment."),
-        Column("is_fraud", pa.int8(), domain=None, min_value=0, max_value=1, doc="1 if fraud."),
+        Column(LABEL, pa.int8(), domain=None, min_value=0, max_value=1, doc="1 if fraud."),
         Column("reported_at", TIMESTAMP, doc="When the outcome became known (UTC)."),
     ),
 )
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (TRANSACTIONS, LABELS)}
+
+MAX_LABEL_DELAY_DAYS = 5
+"""The label delay of the contract: the label of a payment of day ``D`` is reported in one of the
+labels partitions ``D+1 .. D+5``, so day ``D`` is fully labelled once ``D+5`` has landed."""
 
 
 def pandas_dtypes(dataset: Dataset) -> dict[str, str]:

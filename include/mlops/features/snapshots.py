@@ -61,7 +61,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from include.mlops import lake as storage
-from include.mlops.core.schema import TIMESTAMP, TRANSACTIONS
+from include.mlops.core.schema import MAX_LABEL_DELAY_DAYS, TIMESTAMP, TRANSACTIONS
 from include.mlops.core.settings import settings as current_settings
 
 if TYPE_CHECKING:
@@ -87,9 +87,6 @@ WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
 HISTORY_DAYS = max(WINDOWS_DAYS)
 SNAPSHOT_TTL = dt.timedelta(days=2)
 """How long a snapshot may serve a payment: the next day's snapshot, or one missing day."""
-
-LABEL_MAX_DELAY_DAYS = 5
-"""The data contract: labels reported on ``D`` concern payments of ``D-5 .. D-1``."""
 
 SMALL_AMOUNT = 5.0
 """Payments under this are the probes of card testing."""
@@ -438,7 +435,7 @@ def _build_label_summary(
     # Labels of day D concern payments of D-5 .. D-1; D itself costs nothing more and tolerates a
     # same-day chargeback.
     indexes = []
-    for back in range(LABEL_MAX_DELAY_DAYS + 1):
+    for back in range(MAX_LABEL_DELAY_DAYS + 1):
         paid = day - dt.timedelta(days=back)
         index = _read_summary(lake, "payments", paid)
         if index is None and _build_transaction_summaries(con, lake, paid) is not None:

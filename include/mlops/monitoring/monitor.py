@@ -86,8 +86,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.devtools.simulator import MAX_LABEL_DELAY_DAYS
 from include.mlops import lake as storage
+from include.mlops.core.schema import LABEL, MAX_LABEL_DELAY_DAYS
 from include.mlops.core.settings import env_number
 from include.mlops.core.settings import settings as current_settings
 
@@ -770,7 +770,8 @@ def measure_performance(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from include.mlops.training.train import LABEL, average_precision, configure_mlflow, recall_at_fpr
+    from include.mlops.core.metrics import TARGET_FPR, average_precision, recall_at_fpr
+    from include.mlops.training.train import configure_mlflow
 
     s = _settings(settings)
     client = configure_mlflow(s)
@@ -844,7 +845,7 @@ def measure_performance(
         rows=len(frame),
         positives=positives,
         pr_auc=average_precision(y, score),
-        recall_at_1pct_fpr=recall_at_fpr(y, score, 0.01),
+        recall_at_1pct_fpr=recall_at_fpr(y, score, TARGET_FPR),
         label_coverage=coverage,
         note="; ".join(notes),
         **base,

@@ -72,6 +72,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from include.mlops.core.metrics import TARGET_FPR, classification_metrics
+from include.mlops.core.schema import LABEL
 from include.mlops.core.settings import env_number
 from include.mlops.core.settings import settings as current_settings
 
@@ -193,12 +195,6 @@ class Decision:
         return {**asdict(self), "reasons": list(self.reasons), "reason": self.reason}
 
 
-def _metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    from include.mlops.training.train import classification_metrics
-
-    return classification_metrics(y, scores)
-
-
 def sanity_checks(y: np.ndarray, model: ModelScores) -> dict[str, Any]:
     """The sanity checks of one model's scores: each check's result and a failure list."""
     import numpy as np
@@ -296,8 +292,6 @@ def paired_bootstrap(
     """
     import numpy as np
 
-    from include.mlops.training.train import TARGET_FPR
-
     rng = np.random.default_rng(seed)
     sampled = max_rows is not None and 0 < max_rows < len(y)
     if sampled:
@@ -350,7 +344,7 @@ def decide(
     reasons: list[str] = [f"challenger failed a sanity check: {f}" for f in checks["failures"]]
     chal_metrics: dict[str, float] = {}
     if not reasons:
-        chal_metrics = _metrics(y, np.asarray(challenger.scores, dtype=np.float64))
+        chal_metrics = classification_metrics(y, np.asarray(challenger.scores, dtype=np.float64))
         if not chal_metrics["pr_auc"] >= policy.min_pr_auc:
             reasons.append(f"PR-AUC {chal_metrics['pr_auc']:.4f} is below the floor {policy.min_pr_auc}")
         recall = chal_metrics["recall_at_1pct_fpr"]
@@ -387,7 +381,7 @@ def decide(
             {"champion_checks": champ_checks},
             checks,
         )
-    champ_metrics = _metrics(y, np.asarray(champion.scores, dtype=np.float64))
+    champ_metrics = classification_metrics(y, np.asarray(champion.scores, dtype=np.float64))
     delta_pr = chal_metrics["pr_auc"] - champ_metrics["pr_auc"]
     delta_rec = chal_metrics["recall_at_1pct_fpr"] - champ_metrics["recall_at_1pct_fpr"]
     comparison: dict[str, Any] = {
@@ -649,7 +643,7 @@ def evaluate(
     ``frame`` to reuse rows already built). The champion may be ``None`` (or the challenger itself,
     in which case it is not scored twice).
     """
-    from include.mlops.training.train import LABEL, fingerprint_digest, oot_frame
+    from include.mlops.training.train import fingerprint_digest, oot_frame
 
     s = _settings(settings)
     client = _client(s)

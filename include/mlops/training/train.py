@@ -3,7 +3,7 @@
 The window
 ==========
 Labels of the payments of day ``D`` arrive in the labels partitions ``D+1 .. D+5``
-(:data:`~include.mlops.simulator.MAX_LABEL_DELAY_DAYS`). Training as of day ``A`` therefore uses:
+(:data:`~include.mlops.core.schema.MAX_LABEL_DELAY_DAYS`). Training as of day ``A`` therefore uses:
 
 * ``latest_labels``: the newest labels partition in the lake on or before ``A``;
 * ``labelled_through = latest_labels - 5``: the last day whose payments all have their label;
@@ -71,9 +71,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from include.devtools.simulator import MAX_LABEL_DELAY_DAYS
 from include.mlops import lake as storage
-from include.mlops.core.schema import LABELS, TRANSACTIONS
+from include.mlops.core.metrics import classification_metrics
+from include.mlops.core.schema import LABEL, LABELS, MAX_LABEL_DELAY_DAYS, TRANSACTIONS
 from include.mlops.core.settings import PROJECT_ROOT, env_number
 from include.mlops.core.settings import settings as current_settings
 
@@ -86,7 +86,6 @@ if TYPE_CHECKING:
 
     from include.mlops.core.settings import Settings
 
-LABEL = LABELS.column("is_fraud").name
 WEIGHT = "sample_weight"
 SCORE = "prediction"
 VALIDATION_SHARE = 0.2
@@ -97,7 +96,6 @@ MAX_BASELINE_ROWS = 500_000
 MAX_ROUNDS = 600
 EARLY_STOPPING_ROUNDS = 50
 REFERENCE_ROWS = 5_000
-TARGET_FPR = 0.01
 
 CHALLENGER_ALIAS = "challenger"
 CHAMPION_ALIAS = "champion"
@@ -512,64 +510,6 @@ def oot_frame(
         s,
     )
     return with_features(data.frame, s), data.fingerprints
-
-
-# --------------------------------------------------------------------------------------------------
-# Metrics (vectorised, weight-aware: the bootstrap of the promotion step reuses them)
-
-
-def _curve(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None):
-    """Cumulative true and false positives at each distinct threshold, highest score first."""
-    import numpy as np
-
-    order = np.argsort(-score, kind="mergesort")
-    s, yy = score[order], y[order].astype(np.float64)
-    w = np.ones_like(yy) if weight is None else weight[order].astype(np.float64)
-    tp = np.cumsum(w * yy)
-    fp = np.cumsum(w * (1.0 - yy))
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]
-    return tp[last], fp[last]
-
-
-def average_precision(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float:
-    """PR-AUC as average precision (sklearn's definition), optionally with row weights."""
-    import numpy as np
-
-    tp, fp = _curve(y, score, weight)
-    if len(tp) == 0 or tp[-1] <= 0:
-        return float("nan")
-    recall = tp / tp[-1]
-    precision = tp / np.maximum(tp + fp, 1e-300)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def recall_at_fpr(
-    y: np.ndarray, score: np.ndarray, fpr: float = TARGET_FPR, weight: np.ndarray | None = None
-) -> float:
-    """The highest recall among thresholds whose false-positive rate is at most ``fpr``."""
-    import numpy as np
-
-    tp, fp = _curve(y, score, weight)
-    if len(tp) == 0 or tp[-1] <= 0 or fp[-1] <= 0:
-        return float("nan")
-    ok = fp / fp[-1] <= fpr + 1e-12
-    return float(np.max(tp[ok] / tp[-1], initial=0.0))
-
-
-def classification_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    """PR-AUC, recall at 1 % FPR, ROC-AUC and log-loss of probabilities ``score`` for labels ``y``."""
-    import numpy as np
-    from sklearn.metrics import log_loss, roc_auc_score
-
-    y = np.asarray(y).astype(int)
-    score = np.asarray(score, dtype=np.float64)
-    both = len(np.unique(y)) == 2
-    return {
-        "pr_auc": average_precision(y, score),
-        "recall_at_1pct_fpr": recall_at_fpr(y, score, TARGET_FPR),
-        "roc_auc": float(roc_auc_score(y, score)) if both else float("nan"),
-        "log_loss": float(log_loss(y, np.clip(score, 1e-7, 1 - 1e-7), labels=[0, 1])),
-    }
 
 
 # --------------------------------------------------------------------------------------------------
