@@ -56,7 +56,7 @@ def _reports_app():
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, Response
 
-    from include.mlops import lake as storage
+    from include.mlops import lake
 
     app = FastAPI(title="MLOps reports", description=__doc__)
 
@@ -75,19 +75,19 @@ def _reports_app():
         parts = [p for p in path.split("/") if p]
         if any(p in (".", "..") for p in parts):
             raise HTTPException(400, "path escapes the report root")
-        loc = storage.location(links.served_root_url(root))
+        loc = lake.location(links.served_root_url(root))
         if parts:
             loc = loc.join(*parts)
         if path.endswith("/") or not parts:
-            entries = storage.list_entries(loc)
+            entries = lake.list_entries(loc)
             if not entries:
                 raise HTTPException(404, f"nothing at {loc.url}")
             items = "".join(f'<li><a href="{name}">{name}</a></li>' for name in entries)
             return HTMLResponse(f"<h1>{root}/{path}</h1><ul>{items}</ul>")
-        if not storage.exists(loc):
+        if not lake.exists(loc):
             raise HTTPException(404, f"no report at {loc.url}")
         media_type = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
-        return Response(storage.read_bytes(loc), media_type=media_type)
+        return Response(lake.read_bytes(loc), media_type=media_type)
 
     return app
 

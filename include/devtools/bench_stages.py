@@ -55,13 +55,15 @@ def _timed(out: dict[str, Any], *warm: str) -> Iterator[None]:
 
 
 def lake_file(dataset: str, day: dt.date) -> str:
-    return f"{settings().lake_url}/{dataset}/dt={day.isoformat()}/part-00000.parquet"
+    from include.mlops import lake
+
+    return lake.partition_file(dataset, day).url
 
 
 def world(rows: int, day: dt.date, *args: str) -> dict:
     """Eleven days of history at 3/5 of the size, their features and the registry (not measured)."""
     from include.devtools import simulator
-    from include.mlops import lake as storage
+    from include.mlops import lake
     from include.mlops.features import snapshots as features
 
     first = dt.date.fromisoformat(args[0])
@@ -73,7 +75,7 @@ def world(rows: int, day: dt.date, *args: str) -> dict:
             ("transactions", simulator.transactions_for_day(d, history)),
             ("labels", simulator.labels_for_day(d, history)),
         ):
-            storage.write_parquet(storage.location(lake_file(name, d)), table)
+            lake.write_parquet(lake.location(lake_file(name, d)), table)
         features.compute_features_for_day(d)
     features.apply_definitions()
     return {"history_rows_per_day": history.rows_per_day}
@@ -127,11 +129,12 @@ def ingest(rows: int, day: dt.date, *args: str) -> dict:
 def ingest_floor(rows: int, day: dt.date, *args: str) -> dict:
     """Read and write the same parquet."""
     out: dict[str, Any] = {}
-    import glob
 
     import pyarrow.parquet as pq
 
-    path = glob.glob(f"{settings().landing_url}/transactions/dt={day}/*.parquet")[0]
+    from include.mlops import lake
+
+    path = lake.data_files(lake.partition("landing", "transactions", day))[0].path
     with _timed(out):
         table = pq.read_table(path)
         pq.write_table(table, "/dev/null", compression="zstd")

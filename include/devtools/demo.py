@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from include.devtools import local_airflow
-from include.mlops import lake as storage
+from include.mlops import lake
 from include.mlops.core.settings import settings
 
 PRODUCERS = ("ingest_transactions", "ingest_labels")
@@ -156,36 +156,25 @@ class Tracker:
 
 
 def _rows(dataset: str, day: str) -> int | None:
-    import pyarrow.parquet as pq
-
-    loc = storage.location(f"{settings().lake_url}/{dataset}/dt={day}")
-    files = [f for f in storage.list_files(loc) if f.path.endswith(".parquet")]
-    if not files:
-        return None
-    total = 0
-    for f in files:
-        with f.fs.open_input_file(f.path) as handle:
-            total += pq.ParquetFile(handle).metadata.num_rows
-    return total
+    files = lake.data_files(lake.partition("lake", dataset, day))
+    return sum(lake.parquet_rows(f) for f in files) if files else None
 
 
 def _json(url: str) -> dict | None:
-    loc = storage.location(url)
-    return json.loads(storage.read_bytes(loc)) if storage.exists(loc) else None
+    loc = lake.location(url)
+    return json.loads(lake.read_bytes(loc)) if lake.exists(loc) else None
 
 
-def _predictions_file(day: str) -> storage.Location:
+def _predictions_file(day: str) -> lake.Location:
     """The day's predictions file (scored by a champion), as a storage location."""
-    from include.mlops import scoring
-
-    return scoring.predictions_location(dt.date.fromisoformat(day)).join(scoring.PART)
+    return lake.partition_file(lake.PREDICTIONS, dt.date.fromisoformat(day))
 
 
 def _champion_of(day: str) -> str:
     import pyarrow.parquet as pq
 
     loc = _predictions_file(day)
-    if not storage.exists(loc):
+    if not lake.exists(loc):
         return "-"
     with loc.fs.open_input_file(loc.path) as handle:
         versions = pq.read_table(handle, columns=["champion_version"]).column(0).unique().to_pylist()
@@ -198,7 +187,7 @@ def day_summary(demo: DemoPlan, tracker: Tracker) -> list[dict]:
     ingest = {d: tracker.states(d, demo.keys) for d in PRODUCERS}
     rows = []
     for key in demo.keys:
-        verdict = _json(f"{s.reports_url}/drift/dt={key}/verdict.json") or {}
+        verdict = _json(lake.partition("reports", lake.DRIFT_REPORTS, key, s).join("verdict.json").url) or {}
         share = verdict.get("drift_share", verdict.get("share_drifted"))
         rows.append(
             {
@@ -310,7 +299,7 @@ def run_pipeline(demo: DemoPlan, client: Any, timeout: float = 1800.0, log=_log)
     tracker.wait(lambda: tracker.settled("score_transactions", scored), "the scheduled scoring runs", left())
     states = tracker.states("score_transactions", scored)
     # A run that finished without predictions ran before the first promotion (it skipped).
-    missing = [k for k in scored if states.get(k) == "success" and not storage.exists(_predictions_file(k))]
+    missing = [k for k in scored if states.get(k) == "success" and not lake.exists(_predictions_file(k))]
     log(
         f"stage score and monitor: {scored[0]} .. {scored[-1]} ({len(scored)} days: "
         f"{len(missing)} triggered, {len(scored) - len(missing)} already scored)"

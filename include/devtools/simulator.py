@@ -70,7 +70,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from include.mlops import lake as storage
+from include.mlops import lake
 from include.mlops.core.schema import (
     CHANNELS,
     COUNTRIES,
@@ -92,7 +92,6 @@ SETTLEMENT_DELAY_DAYS: int = 3
 FRAUD_PATTERNS: tuple[str, ...] = ("card_testing", "account_takeover", "compromised_merchant")
 """The fraud patterns, in the order of their codes (1, 2, 3) in :func:`truth_for_day`."""
 
-SUCCESS_MARKER = "_SUCCESS"
 
 _US_PER_SECOND = 1_000_000
 _SECONDS_PER_DAY = 86_400
@@ -700,20 +699,20 @@ def write_drop(landing_url: str, dataset: str, day: dt.date, table: pa.Table, fm
     """
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"unknown drop format {fmt!r}: use parquet or csv")
-    folder = storage.location(landing_url).join(dataset, f"dt={day.isoformat()}")
-    data_name = f"part-00000.{fmt}"
-    marker = folder.join(SUCCESS_MARKER)
-    storage.delete(marker)
-    for stale in storage.list_files(folder):
+    folder = lake.partition_at(lake.location(landing_url), dataset, day)
+    data_name = lake.DATA_FILE.replace(".parquet", f".{fmt}")
+    marker = folder.join(lake.SUCCESS_MARKER)
+    lake.delete(marker)
+    for stale in lake.list_files(folder):
         name = stale.path.rsplit("/", 1)[-1]
         if name != data_name and not name.startswith("."):
-            storage.delete(stale)
+            lake.delete(stale)
     data = folder.join(data_name)
     if fmt == "parquet":
-        storage.write_parquet(data, table)
+        lake.write_parquet(data, table)
     else:
-        storage.write_bytes(data, _csv_bytes(table))
-    storage.write_bytes(marker, b"")
+        lake.write_bytes(data, _csv_bytes(table))
+    lake.write_bytes(marker, b"")
     return folder.url
 
 

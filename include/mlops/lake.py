@@ -1,25 +1,71 @@
-"""One way to read and write the landing zone, the lake and the reports, local or S3.
+"""The one owner of data locations: the landing zone, the lake, the quarantine and the reports.
+
+Every folder a stage reads or writes is named here, local or S3 alike, so no stage builds a path:
+
+* a **root** per store (:func:`root`): ``landing``, ``lake``, ``quarantine``, ``reports`` (the
+  ``MLOPS_*_URL`` settings);
+* a **dataset** under a root (``transactions``, ``labels``, :data:`PREDICTIONS`,
+  :func:`feature_snapshots` ...), split in one **partition** per day, ``dt=YYYY-MM-DD``
+  (:func:`partition`); a partition of the lake holds one :data:`DATA_FILE`; a drop in the landing
+  zone holds data files and, written last, :data:`SUCCESS_MARKER`.
 
 A location is a URL: a plain path or ``file://`` for a local folder, ``s3://bucket/prefix`` for S3
 (``MLOPS_S3_ENDPOINT_URL`` points at a non-AWS endpoint such as a MinIO or moto server). Built on
-``pyarrow.fs`` so that parquet goes straight between Arrow and the store.
+``pyarrow.fs`` so that parquet goes straight between Arrow and the store; pyarrow is imported
+inside the functions, so DAG files can name a location at parse time for free.
 
 Writes are atomic: a local file is written under a temporary name in the same folder and renamed
-into place; an S3 object is a single PUT, which S3 makes visible all at once.
+into place; an S3 object is a single PUT, which S3 makes visible all at once. Readers take only
+:func:`data_files`, never a temporary or hidden file.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import pyarrow.fs as pafs
+from include.mlops.core.settings import settings as current_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    from include.mlops.core.settings import Settings
+
+DATA_FILE = "part-00000.parquet"
+"""The one file of a lake partition (and of a feature snapshot or predictions partition)."""
+
+SUCCESS_MARKER = "_SUCCESS"
+"""Written last into a landing drop: the drop is complete."""
+
+ROOTS = ("landing", "lake", "quarantine", "reports")
+
+# The catalogue: datasets the pipeline writes besides the landed ones (`schema.DATASETS`).
+PREDICTIONS = "predictions"
+DRIFT_REPORTS = "drift"
+VALIDATION_REPORTS = "validation"
+VALIDATION_RESULT = "validation.json"
+"""The Great Expectations result of a validated (or quarantined) drop, beside its Data Docs."""
+DATA_SUFFIXES = (".parquet", ".csv")
+
+
+def feature_snapshots(view: str) -> str:
+    """The lake dataset of a feature view's daily snapshots (``customer`` or ``merchant``)."""
+    return f"features/{view}"
+
+
+def feature_summaries(version: str, kind: str) -> str:
+    """The lake dataset of the features' small daily summaries of one kind."""
+    return f"features/_daily/{version}/{kind}"
+
+
+def validation_reports(dataset: str) -> str:
+    """The reports dataset of a landed dataset's validation results and Data Docs."""
+    return f"{VALIDATION_REPORTS}/{dataset}"
 
 
 @dataclass(frozen=True)
@@ -32,7 +78,14 @@ class Location:
 
     @property
     def is_local(self) -> bool:
+        import pyarrow.fs as pafs
+
         return isinstance(self.fs, pafs.LocalFileSystem)
+
+    @property
+    def name(self) -> str:
+        """The last component of the path (a file or folder name)."""
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
 
     def join(self, *parts: str) -> Location:
         tail = "/".join(p.strip("/") for p in parts if p)
@@ -40,12 +93,14 @@ class Location:
 
 
 def _s3_filesystem(endpoint_url: str | None) -> pafs.S3FileSystem:
+    import pyarrow.fs as pafs
+
     kwargs: dict[str, object] = {}
-    endpoint = endpoint_url or os.environ.get("MLOPS_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        parsed = urlparse(endpoint)
+    if endpoint_url:
+        parsed = urlparse(endpoint_url)
         kwargs["endpoint_override"] = parsed.netloc or parsed.path
         kwargs["scheme"] = parsed.scheme or "http"
+    # The AWS SDK's own variables, as every AWS client reads them.
     region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
     if region:
         kwargs["region"] = region
@@ -53,23 +108,161 @@ def _s3_filesystem(endpoint_url: str | None) -> pafs.S3FileSystem:
 
 
 def location(url: str, endpoint_url: str | None = None) -> Location:
-    """Resolve a URL (local path, ``file://`` or ``s3://``) to a :class:`Location`."""
+    """Resolve a URL (local path, ``file://`` or ``s3://``) to a :class:`Location`.
+
+    S3 goes to ``endpoint_url``, by default the settings' ``MLOPS_S3_ENDPOINT_URL``.
+    """
+    import pyarrow.fs as pafs
+
     parsed = urlparse(url)
     if parsed.scheme == "s3":
         path = f"{parsed.netloc}/{parsed.path.lstrip('/')}".rstrip("/")
-        return Location(_s3_filesystem(endpoint_url), path, url.rstrip("/"))
+        endpoint = endpoint_url or current_settings().s3_endpoint_url
+        return Location(_s3_filesystem(endpoint), path, url.rstrip("/"))
     if parsed.scheme in ("", "file"):
         path = os.path.abspath(parsed.path if parsed.scheme == "file" else url)
         return Location(pafs.LocalFileSystem(), path, path)
     raise ValueError(f"unsupported storage URL {url!r}: use a local path, file:// or s3://")
 
 
+# --------------------------------------------------------------------------------------------------
+# Roots and partitions
+
+
+def root_url(kind: str, s: Settings | None = None) -> str:
+    """The URL of one of the stores (:data:`ROOTS`) in the settings."""
+    s = s or current_settings()
+    urls = {
+        "landing": s.landing_url,
+        "lake": s.lake_url,
+        "quarantine": s.quarantine_url,
+        "reports": s.reports_url,
+    }
+    if kind not in urls:
+        raise ValueError(f"unknown store {kind!r}: expected one of {', '.join(ROOTS)}")
+    return urls[kind]
+
+
+def root(kind: str, s: Settings | None = None) -> Location:
+    """One of the stores (:data:`ROOTS`) as a location."""
+    s = s or current_settings()
+    return location(root_url(kind, s), s.s3_endpoint_url)
+
+
+def partition_name(day: dt.date | str) -> str:
+    """The folder name of a day's partition: ``dt=YYYY-MM-DD`` (a template such as ``{{ ds }}`` too)."""
+    return f"dt={day.isoformat() if isinstance(day, dt.date) else day}"
+
+
+def partition_url(base_url: str, dataset: str, day: dt.date | str) -> str:
+    """The URL of a day's partition of ``dataset`` under ``base_url`` (no filesystem is touched)."""
+    return f"{base_url.rstrip('/')}/{dataset}/{partition_name(day)}"
+
+
+def partition_glob(base_url: str, dataset: str) -> str:
+    """The pattern of every day's data file of ``dataset``, never a temporary one (a Feast source)."""
+    # A bare "*" would also match the ".tmp-..." file of a write in progress.
+    return f"{base_url.rstrip('/')}/{dataset}/dt=*/part-*.parquet"
+
+
+def partition_at(base: Location, dataset: str, day: dt.date | str) -> Location:
+    """A day's partition of ``dataset`` under ``base`` (a root, or a folder given by the caller)."""
+    return base.join(dataset, partition_name(day))
+
+
+def partition(kind: str, dataset: str, day: dt.date | str, s: Settings | None = None) -> Location:
+    """A day's partition of ``dataset`` in one of the stores (:data:`ROOTS`)."""
+    return partition_at(root(kind, s), dataset, day)
+
+
+def partition_file(dataset: str, day: dt.date, s: Settings | None = None) -> Location:
+    """The data file of a day's lake partition of ``dataset``."""
+    return partition("lake", dataset, day, s).join(DATA_FILE)
+
+
+def partition_days(base: Location, dataset: str) -> list[dt.date]:
+    """The days that have a partition folder of ``dataset`` under ``base``, sorted."""
+    import pyarrow.fs as pafs
+
+    folder = base.join(dataset)
+    infos = folder.fs.get_file_info(pafs.FileSelector(folder.path, allow_not_found=True))
+    days = []
+    for info in infos:
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("dt="):
+            try:
+                days.append(dt.date.fromisoformat(info.base_name[3:]))
+            except ValueError:
+                continue
+    return sorted(days)
+
+
+def data_files(folder: Location, suffixes: tuple[str, ...] = (".parquet",)) -> list[Location]:
+    """The data files of a partition, sorted: temporary, hidden and marker files left out."""
+    return [f for f in list_files(folder) if f.path.endswith(suffixes) and not f.name.startswith((".", "_"))]
+
+
+def read_table(folder: Location, columns: list[str] | None = None) -> pa.Table | None:
+    """Every data file of a partition as one table; ``None`` when it has none."""
+    import pyarrow as pa
+
+    tables = [read_parquet(f, columns) for f in data_files(folder)]
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
+def read_parquet(loc: Location, columns: list[str] | None = None, **options: Any) -> pa.Table:
+    """One parquet file as a table (only ``columns`` when given)."""
+    import pyarrow.parquet as pq
+
+    with loc.fs.open_input_file(loc.path) as handle:
+        return pq.read_table(handle, columns=columns, **options)
+
+
+def parquet_columns(loc: Location) -> list[str]:
+    """The column names of a parquet file (its footer only)."""
+    import pyarrow.parquet as pq
+
+    with loc.fs.open_input_file(loc.path) as handle:
+        return list(pq.read_schema(handle).names)
+
+
+def parquet_rows(loc: Location) -> int:
+    """The row count of a parquet file (its footer only)."""
+    import pyarrow.parquet as pq
+
+    with loc.fs.open_input_file(loc.path) as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
+
+
+def replace_partition(folder: Location, data: bytes) -> Location:
+    """Make ``data`` the partition's one file: written atomically, then every other file removed.
+
+    Readers of the folder see the old file or the new one, never a mix; leftovers of an earlier
+    layout or a crashed write go once the new file is in place. Returns the file.
+    """
+    file = folder.join(DATA_FILE)
+    write_bytes(file, data)
+    for stale in list_files(folder):
+        if stale.name != DATA_FILE:
+            delete(stale)
+    return file
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+
+
 def exists(loc: Location) -> bool:
+    import pyarrow.fs as pafs
+
     return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
 
 
 def list_files(loc: Location) -> list[Location]:
     """The files directly under a folder, sorted by name; empty if the folder does not exist."""
+    import pyarrow.fs as pafs
+
     info = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
     files = sorted(i.path for i in info if i.type == pafs.FileType.File)
     return [Location(loc.fs, p, f"{loc.url.rstrip('/')}/{p.rsplit('/', 1)[-1]}") for p in files]
@@ -88,7 +281,7 @@ def write_bytes(loc: Location, data: bytes) -> None:
         with loc.fs.open_output_stream(loc.path) as f:
             f.write(data)
         return
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{loc.path.rsplit('/', 1)[-1]}"
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{loc.name}"
     try:
         with loc.fs.open_output_stream(tmp) as f:
             f.write(data)
@@ -118,6 +311,8 @@ def write_parquet(loc: Location, table: pa.Table) -> None:
 
 def delete(loc: Location) -> None:
     """Delete a file or a whole folder; nothing happens if it does not exist."""
+    import pyarrow.fs as pafs
+
     info = loc.fs.get_file_info(loc.path)
     if info.type == pafs.FileType.Directory:
         loc.fs.delete_dir(loc.path)
@@ -127,6 +322,8 @@ def delete(loc: Location) -> None:
 
 def list_entries(loc: Location) -> list[str]:
     """Names directly under a folder (sub-folders end with ``/``), sorted; hidden names left out."""
+    import pyarrow.fs as pafs
+
     info = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
     names = []
     for item in info:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from include.mlops import lake as storage
+from include.mlops import lake
 from include.mlops.core.schema import TRANSACTIONS
 from include.mlops.core.settings import Settings, settings
 
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-PART = "part-00000.parquet"
 KEYS = ("transaction_id", "event_timestamp", "customer_id", "merchant_id")
 SCORE_CHAMPION = "score_champion"
 SCORE_CHALLENGER = "score_challenger"
@@ -36,27 +35,24 @@ class NoChampionError(RuntimeError):
     """No model holds the champion alias yet: there is nothing to score with."""
 
 
-def predictions_location(day: dt.date, s: Settings | None = None) -> storage.Location:
-    s = s or settings()
-    return storage.location(f"{s.lake_url}/predictions/dt={day.isoformat()}")
+def predictions_location(day: dt.date, s: Settings | None = None) -> lake.Location:
+    """The predictions partition of ``day`` in the lake."""
+    return lake.partition("lake", lake.PREDICTIONS, day, s)
+
+
+def predictions_file(day: dt.date, s: Settings | None = None) -> lake.Location:
+    """The predictions file of ``day`` (the partition's one data file)."""
+    return predictions_location(day, s).join(lake.DATA_FILE)
 
 
 def _read_transactions(day: dt.date, s: Settings) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    folder = storage.location(f"{s.lake_url}/{TRANSACTIONS.name}/dt={day.isoformat()}")
-    files = [f for f in storage.list_files(folder) if f.path.endswith(".parquet")]
-    if not files:
+    folder = lake.partition("lake", TRANSACTIONS.name, day, s)
+    table = lake.read_table(folder)
+    if table is None:
         raise FileNotFoundError(
             f"no validated transactions for {day} at {folder.url}: run ingest_transactions for that day first"
         )
-    import pyarrow as pa
-
-    tables = []
-    for f in files:
-        with f.fs.open_input_file(f.path) as handle:
-            tables.append(pq.read_table(handle))
-    return pa.concat_tables(tables).to_pandas()
+    return table.to_pandas()
 
 
 def score_day(day: dt.date, settings_: Settings | None = None) -> dict:
@@ -106,28 +102,21 @@ def score_day(day: dt.date, settings_: Settings | None = None) -> dict:
     out = out.sort_values("transaction_id", kind="mergesort").reset_index(drop=True)
 
     table = pa.Table.from_pandas(out, preserve_index=False)
-    folder = predictions_location(day, s)
-    storage.write_parquet(folder.join(PART), table)
-    for stale in storage.list_files(folder):
-        if not stale.path.endswith("/" + PART):
-            storage.delete(stale)
+    file = lake.replace_partition(predictions_location(day, s), lake.encode_parquet(table))
     return {
         "day": day.isoformat(),
         "rows": len(out),
         "champion_version": champion,
         "challenger_version": challenger,
         "flagged_at_0.5": int((out[SCORE_CHAMPION] >= 0.5).sum()),
-        "path": folder.join(PART).url,
+        "path": file.url,
         "seconds": round(time.perf_counter() - started, 2),
     }
 
 
 def read_predictions(day: dt.date, settings_: Settings | None = None) -> pd.DataFrame:
     """The predictions partition of ``day`` as a DataFrame."""
-    import pyarrow.parquet as pq
-
-    loc = predictions_location(day, settings_).join(PART)
-    if not storage.exists(loc):
+    loc = predictions_file(day, settings_)
+    if not lake.exists(loc):
         raise FileNotFoundError(f"no predictions for {day} at {loc.url}: run score_transactions first")
-    with loc.fs.open_input_file(loc.path) as handle:
-        return pq.read_table(handle).to_pandas()
+    return lake.read_parquet(loc).to_pandas()

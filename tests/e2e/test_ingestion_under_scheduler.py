@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from include.devtools.simulator import SimulationConfig, transactions_for_day, write_drop
-from include.mlops import lake as storage
+from include.mlops import lake
 from include.mlops.core.schema import TRANSACTIONS
 from tests.e2e.conftest import POKE_SECONDS
 
@@ -58,8 +58,8 @@ def test_sensor_defers_until_the_marker_lands_then_the_day_is_ingested(airflow_s
         f"the {key} run to finish",
     )
     assert final["run"] == "success", f"{final}\n{stack.log_tail()}"
-    lake = storage.location(str(stack.home / "lake" / "transactions" / f"dt={key}"))
-    files = storage.list_files(lake)
+    base = lake.location(str(stack.home / "lake" / "transactions" / f"dt={key}"))
+    files = lake.list_files(base)
     assert [f.path.rsplit("/", 1)[-1] for f in files] == ["part-00000.parquet"]
     import pyarrow.parquet as pq
 

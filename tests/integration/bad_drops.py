@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from include.devtools.simulator import SimulationConfig, labels_for_day, transactions_for_day, write_drop
-from include.mlops import lake as storage
+from include.mlops import lake
 from include.mlops.core.schema import MAX_AMOUNT
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def good_file(dataset: str, day: dt.date, fmt: str, config: SimulationConfig = C
     """The bytes of the simulator's data file of a good day, as a producer would write it."""
     with tempfile.TemporaryDirectory() as scratch:
         write_drop(scratch, dataset, day, good_table(dataset, day, config), fmt=fmt)
-        return storage.read_bytes(storage.location(scratch).join(dataset, f"dt={day}", f"part-00000.{fmt}"))
+        return lake.read_bytes(lake.location(scratch).join(dataset, f"dt={day}", f"part-00000.{fmt}"))
 
 
 def with_values(table: pa.Table, column: str, changes: dict[int, object]) -> pa.Table:
@@ -73,10 +73,10 @@ def raw(dataset: str, files: Callable[[dt.date], dict[str, bytes]]) -> Callable:
     """A writer of arbitrary files (then the marker) into the day's drop folder."""
 
     def write(landing_url: str, day: dt.date) -> None:
-        folder = storage.location(landing_url).join(dataset, f"dt={day.isoformat()}")
+        folder = lake.location(landing_url).join(dataset, f"dt={day.isoformat()}")
         for name, data in files(day).items():
-            storage.write_bytes(folder.join(name), data)
-        storage.write_bytes(folder.join(MARKER), b"")
+            lake.write_bytes(folder.join(name), data)
+        lake.write_bytes(folder.join(MARKER), b"")
 
     return write
 

@@ -68,20 +68,19 @@ class World:
 
 def _build_world(root: Path) -> dict:
     from include.devtools import simulator
-    from include.mlops import lake as storage
-    from include.mlops import scoring
+    from include.mlops import lake, scoring
     from include.mlops.features import snapshots as features
     from include.mlops.training import train as training
 
     with world_environment(World(root, 0, "")) as s:
         config = simulator.SimulationConfig(seed=SEED, rows_per_day=ROWS_PER_DAY, drift_from=day(DRIFT_DAY))
-        lake = storage.location(s.lake_url)
+        base = lake.location(s.lake_url)
         for n in range(1, DAYS + 1):
             for name, table in (
                 ("transactions", simulator.transactions_for_day(day(n), config)),
                 ("labels", simulator.labels_for_day(day(n), config)),
             ):
-                storage.write_parquet(lake.join(name, f"dt={day(n)}", "part-00000.parquet"), table)
+                lake.write_parquet(lake.partition_at(base, name, day(n)).join(lake.DATA_FILE), table)
         for n in range(1, DAYS + 1):
             features.compute_features_for_day(day(n), settings=s)
         features.apply_definitions(settings=s)

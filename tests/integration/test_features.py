@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from include.devtools.simulator import SimulationConfig, labels_for_day, transactions_for_day
-from include.mlops import lake as storage
+from include.mlops import lake
 from include.mlops.core.schema import LABELS, TRANSACTIONS
 from include.mlops.core.settings import load_settings
 from include.mlops.features import snapshots as F
@@ -47,8 +47,8 @@ def settings_for(home: Path, **extra: str) -> Settings:
 
 
 def write_day(s: Settings, dataset: str, day: dt.date, table: pa.Table) -> None:
-    loc = storage.location(s.lake_url).join(dataset, f"dt={day.isoformat()}", "part-00000.parquet")
-    storage.write_parquet(loc, table)
+    loc = lake.location(s.lake_url).join(dataset, f"dt={day.isoformat()}", "part-00000.parquet")
+    lake.write_parquet(loc, table)
 
 
 def at(day: dt.date, hour: int = 0, minute: int = 0, second: int = 0, micro: int = 0) -> dt.datetime:
@@ -110,15 +110,13 @@ def build(s: Settings, days: list[dt.date], materialize: bool = True) -> None:
 
 def partition_bytes(s: Settings) -> dict[str, bytes]:
     """Every snapshot file of the lake, by path relative to the lake."""
-    lake = storage.location(s.lake_url)
+    base = lake.location(s.lake_url)
     out = {}
     for view in ("customer", "merchant"):
-        folder = lake.join("features", view)
+        folder = base.join("features", view)
         for info in folder.fs.get_file_info(pa.fs.FileSelector(folder.path, recursive=True)):
             if info.is_file:
-                out[info.path[len(lake.path) :]] = storage.read_bytes(
-                    storage.Location(lake.fs, info.path, "")
-                )
+                out[info.path[len(base.path) :]] = lake.read_bytes(lake.Location(base.fs, info.path, ""))
     return out
 
 
@@ -475,7 +473,7 @@ def test_rerun_and_backfill_leave_both_stores_unchanged(mlops_home: Path, tmp_pa
     other = settings_for(tmp_path / "other-home", MLOPS_LAKE_URL=str(tmp_path / "other-lake"))
     for day in days:
         for dataset in ("transactions", "labels"):
-            src = storage.location(s.lake_url).join(dataset, f"dt={day.isoformat()}", "part-00000.parquet")
+            src = lake.location(s.lake_url).join(dataset, f"dt={day.isoformat()}", "part-00000.parquet")
             write_day(other, dataset, day, pq.read_table(src.path))
     for day in reversed(days):
         F.compute_features_for_day(day, other)

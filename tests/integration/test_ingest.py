@@ -16,11 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from include.devtools.simulator import write_drop
-from include.mlops import lake as storage
+from include.mlops import lake
 from include.mlops.core import settings as settings_module
 from include.mlops.core.schema import DATASETS, LABELS, TRANSACTIONS
 from include.mlops.ingest.land import (
-    LAKE_FILE,
     REJECTION_NAME,
     DropIncomplete,
     DropRejected,
@@ -53,25 +52,25 @@ def _drop(dataset: str, day: dt.date, fmt: str = "parquet", table: pa.Table | No
 
 def _files(url: str) -> dict[str, bytes]:
     """Every file under a folder (recursively), by relative path."""
-    loc = storage.location(url)
+    loc = lake.location(url)
     infos = loc.fs.get_file_info(pa.fs.FileSelector(loc.path, recursive=True, allow_not_found=True))
     return {
-        i.path[len(loc.path) + 1 :]: storage.read_bytes(storage.Location(loc.fs, i.path, i.path))
+        i.path[len(loc.path) + 1 :]: lake.read_bytes(lake.Location(loc.fs, i.path, i.path))
         for i in infos
         if i.type == pa.fs.FileType.File
     }
 
 
 def _lake_table(dataset: str, day: dt.date) -> pa.Table:
-    loc = storage.location(partition_url("lake", dataset, day)).join(LAKE_FILE)
-    return pq.read_table(pa.BufferReader(storage.read_bytes(loc)))
+    loc = lake.location(partition_url("lake", dataset, day)).join(lake.DATA_FILE)
+    return pq.read_table(pa.BufferReader(lake.read_bytes(loc)))
 
 
 def _seed_lake(dataset: str, days: list[dt.date]) -> None:
     """Good partitions written straight into the lake, for the row-count history."""
     for day in days:
-        loc = storage.location(partition_url("lake", dataset, day)).join(LAKE_FILE)
-        storage.write_parquet(loc, good_table(dataset, day))
+        loc = lake.location(partition_url("lake", dataset, day)).join(lake.DATA_FILE)
+        lake.write_parquet(loc, good_table(dataset, day))
 
 
 def _matches(line: str, pattern: str) -> bool:
@@ -137,11 +136,11 @@ def test_a_good_day_lands_with_every_row_sorted_by_key(mlops_home: Path, fmt: st
     ids = landed["transaction_id"].to_pylist()
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert landed.sort_by("transaction_id").equals(expected.sort_by("transaction_id"))
-    lake_file = storage.location(result.partition_url).join(LAKE_FILE)
-    assert result.fingerprint == hashlib.sha256(storage.read_bytes(lake_file)).hexdigest()
-    report = json.loads(storage.read_bytes(storage.location(result.report_url)))
+    lake_file = lake.location(result.partition_url).join(lake.DATA_FILE)
+    assert result.fingerprint == hashlib.sha256(lake.read_bytes(lake_file)).hexdigest()
+    report = json.loads(lake.read_bytes(lake.location(result.report_url)))
     assert report["success"] is True
-    assert storage.exists(storage.location(result.docs_url))
+    assert lake.exists(lake.location(result.docs_url))
     assert result.as_dict()["day"] == "2026-01-05"
 
 
@@ -169,11 +168,11 @@ def test_labels_land(mlops_home: Path):
 
 def test_a_drop_in_several_files_lands_as_one_partition(mlops_home: Path):
     table = good_table("transactions", DAY)
-    folder = storage.location(partition_url("landing", "transactions", DAY))
+    folder = lake.location(partition_url("landing", "transactions", DAY))
     half = table.num_rows // 2
-    storage.write_parquet(folder.join("part-00000.parquet"), table.slice(0, half))
-    storage.write_parquet(folder.join("part-00001.parquet"), table.slice(half))
-    storage.write_bytes(folder.join("_SUCCESS"), b"")
+    lake.write_parquet(folder.join("part-00000.parquet"), table.slice(0, half))
+    lake.write_parquet(folder.join("part-00001.parquet"), table.slice(half))
+    lake.write_bytes(folder.join("_SUCCESS"), b"")
 
     assert ingest_day("transactions", DAY).rows == table.num_rows
     assert _lake_table("transactions", DAY).num_rows == table.num_rows
@@ -190,7 +189,7 @@ def test_backfill_twice_leaves_identical_partitions_and_one_copy_of_each_day(mlo
 
     assert second == first
     assert _files(f"{_settings().lake_url}/transactions") == lake_after_first
-    assert sorted(lake_after_first) == [f"dt={d.isoformat()}/{LAKE_FILE}" for d in days]
+    assert sorted(lake_after_first) == [f"dt={d.isoformat()}/{lake.DATA_FILE}" for d in days]
     for day in days:
         landed = _lake_table("transactions", day)
         assert landed.num_rows == good_table("transactions", day).num_rows
@@ -200,12 +199,12 @@ def test_backfill_twice_leaves_identical_partitions_and_one_copy_of_each_day(mlo
 def test_a_rerun_replaces_the_partition_and_removes_stale_files(mlops_home: Path):
     _drop("transactions", DAY)
     first = ingest_day("transactions", DAY)
-    lake = storage.location(first.partition_url)
-    storage.write_parquet(lake.join("part-00001.parquet"), good_table("transactions", DAY))
+    base = lake.location(first.partition_url)
+    lake.write_parquet(base.join("part-00001.parquet"), good_table("transactions", DAY))
 
     second = ingest_day("transactions", DAY)
 
-    assert [f.path.rsplit("/", 1)[-1] for f in storage.list_files(lake)] == [LAKE_FILE]
+    assert [f.path.rsplit("/", 1)[-1] for f in lake.list_files(base)] == [lake.DATA_FILE]
     assert second.fingerprint == first.fingerprint
     assert _lake_table("transactions", DAY).num_rows == first.rows
 
@@ -245,17 +244,17 @@ def test_a_bad_drop_is_quarantined_and_never_reaches_the_lake(mlops_home: Path, 
     assert landing_url in message and "rerun 2026-01-05" in message
     assert "Nothing of 2026-01-05 is in the lake." in message
 
-    assert not storage.exists(storage.location(partition_url("lake", bad.dataset, DAY)))
-    quarantine = storage.location(partition_url("quarantine", bad.dataset, DAY))
+    assert not lake.exists(lake.location(partition_url("lake", bad.dataset, DAY)))
+    quarantine = lake.location(partition_url("quarantine", bad.dataset, DAY))
     assert error.report_url == quarantine.join(REJECTION_NAME).url
     assert error.report_url in message
-    rejection = json.loads(storage.read_bytes(quarantine.join(REJECTION_NAME)))
+    rejection = json.loads(lake.read_bytes(quarantine.join(REJECTION_NAME)))
     assert rejection["message"] == message
     if rejection["reason"] == "invalid":
-        assert json.loads(storage.read_bytes(quarantine.join("validation.json")))["success"] is False
-        assert storage.exists(quarantine.join("docs", "index.html"))
+        assert json.loads(lake.read_bytes(quarantine.join("validation.json")))["success"] is False
+        assert lake.exists(quarantine.join("docs", "index.html"))
     assert _files(landing_url) == landing_before
-    assert not storage.exists(storage.location(partition_url("reports", bad.dataset, DAY)))
+    assert not lake.exists(lake.location(partition_url("reports", bad.dataset, DAY)))
 
 
 def test_a_bad_rerun_keeps_the_partition_landed_earlier(mlops_home: Path):
@@ -272,14 +271,14 @@ def test_a_bad_rerun_keeps_the_partition_landed_earlier(mlops_home: Path):
 
 
 def test_a_rejected_day_leaves_no_partition_even_from_leftover_files(mlops_home: Path):
-    lake = storage.location(partition_url("lake", "transactions", DAY))
-    storage.write_parquet(lake.join("part-00007.parquet"), good_table("transactions", DAY))
+    base = lake.location(partition_url("lake", "transactions", DAY))
+    lake.write_parquet(base.join("part-00007.parquet"), good_table("transactions", DAY))
     _drop("transactions", DAY, table=good_table("transactions", DAY).drop_columns(["channel"]))
 
     with pytest.raises(DropRejected, match="Nothing of 2026-01-05 is in the lake"):
         ingest_day("transactions", DAY)
 
-    assert not storage.exists(lake)
+    assert not lake.exists(base)
 
 
 def test_a_fixed_drop_lands_on_rerun_and_clears_its_quarantine(mlops_home: Path):
@@ -287,14 +286,14 @@ def test_a_fixed_drop_lands_on_rerun_and_clears_its_quarantine(mlops_home: Path)
     _drop("transactions", DAY, table=broken)
     with pytest.raises(DropRejected):
         ingest_day("transactions", DAY)
-    quarantine = storage.location(partition_url("quarantine", "transactions", DAY))
-    assert storage.exists(quarantine.join(REJECTION_NAME))
+    quarantine = lake.location(partition_url("quarantine", "transactions", DAY))
+    assert lake.exists(quarantine.join(REJECTION_NAME))
 
     _drop("transactions", DAY)
     result = ingest_day("transactions", DAY)
 
     assert result.rows == good_table("transactions", DAY).num_rows
-    assert not storage.exists(quarantine)
+    assert not lake.exists(quarantine)
 
 
 def test_a_day_is_settled_once_validated_either_way(mlops_home: Path):
@@ -329,20 +328,20 @@ def test_other_days_go_on_after_a_bad_one(mlops_home: Path):
     assert outcomes[days[1]] == "rejected"
     assert outcomes[days[0]] == good_table("transactions", days[0]).num_rows
     assert outcomes[days[2]] == good_table("transactions", days[2]).num_rows
-    assert not storage.exists(storage.location(partition_url("lake", "transactions", days[1])))
+    assert not lake.exists(lake.location(partition_url("lake", "transactions", days[1])))
 
 
 def test_a_drop_without_its_marker_is_incomplete_and_touches_nothing(mlops_home: Path):
     _drop("transactions", DAY)
-    storage.delete(storage.location(drop_marker_url("transactions", DAY)))
+    lake.delete(lake.location(drop_marker_url("transactions", DAY)))
 
     with pytest.raises(DropIncomplete, match="_SUCCESS"):
         ingest_day("transactions", DAY)
     with pytest.raises(DropIncomplete, match="does not exist yet"):
         ingest_day("transactions", DAY + dt.timedelta(days=1))
 
-    assert not storage.exists(storage.location(partition_url("lake", "transactions", DAY)))
-    assert not storage.exists(storage.location(partition_url("quarantine", "transactions", DAY)))
+    assert not lake.exists(lake.location(partition_url("lake", "transactions", DAY)))
+    assert not lake.exists(lake.location(partition_url("quarantine", "transactions", DAY)))
 
 
 # --- S3 ------------------------------------------------------------------------------------------
@@ -366,14 +365,14 @@ def test_landing_lake_quarantine_and_reports_all_on_s3(s3_bucket: str, monkeypat
         assert result.report_url.startswith(
             f"s3://{s3_bucket}/reports/validation/transactions/dt=2026-01-05/"
         )
-        assert storage.exists(storage.location(result.docs_url))
+        assert lake.exists(lake.location(result.docs_url))
         assert (
             caught.value.report_url
             == f"s3://{s3_bucket}/quarantine/transactions/dt=2026-01-06/{REJECTION_NAME}"
         )
         quarantined = _files(f"s3://{s3_bucket}/quarantine/transactions/dt=2026-01-06")
         assert {REJECTION_NAME, "validation.json", "docs/index.html"} <= set(quarantined)
-        assert not storage.exists(storage.location(partition_url("lake", "transactions", bad)))
+        assert not lake.exists(lake.location(partition_url("lake", "transactions", bad)))
         assert recent_row_counts("transactions", bad) == [result.rows]
     finally:
         settings_module.settings.cache_clear()

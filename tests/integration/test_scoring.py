@@ -57,27 +57,26 @@ def _distinct_challenger(s: Settings, world: World) -> int:
 def _transactions(s: Settings, n: int):
     import pyarrow.parquet as pq
 
-    from include.mlops import lake as storage
+    from include.mlops import lake
 
-    loc = storage.location(s.lake_url).join("transactions", f"dt={day(n)}", "part-00000.parquet")
+    loc = lake.location(s.lake_url).join("transactions", f"dt={day(n)}", "part-00000.parquet")
     return pq.read_table(loc.path)
 
 
 def test_scoring_a_day_twice_leaves_one_copy(world_settings: Settings, scored_world: World) -> None:
-    from include.mlops import lake as storage
-    from include.mlops import scoring
+    from include.mlops import lake, scoring
     from include.mlops.features import snapshots as features
 
     s = world_settings
     first = scoring.score_day(day(SCORING_DAY), s)
     folder = scoring.predictions_location(day(SCORING_DAY), s)
-    path = Path(folder.join(scoring.PART).path)
+    path = Path(folder.join(lake.DATA_FILE).path)
     before = path.read_bytes()
     # A stray file of an earlier, interrupted write must not survive a rerun either.
-    storage.write_bytes(folder.join("part-00001.parquet"), before)
+    lake.write_bytes(folder.join("part-00001.parquet"), before)
 
     second = scoring.score_day(day(SCORING_DAY), s)
-    assert sorted(p.name for p in path.parent.iterdir()) == [scoring.PART]
+    assert sorted(p.name for p in path.parent.iterdir()) == [lake.DATA_FILE]
     assert path.read_bytes() == before
     assert first["rows"] == second["rows"] == _transactions(s, SCORING_DAY).num_rows
     assert first["champion_version"] == scored_world.champion_version

@@ -48,24 +48,24 @@ def lake_environ(root: Path) -> dict[str, str]:
 
 def _build_lake(root: Path) -> None:
     from include.devtools import simulator
-    from include.mlops import lake as storage
+    from include.mlops import lake
     from include.mlops.features import snapshots as features
 
     s = load_settings({"MLOPS_HOME": str(root / "home"), **lake_environ(root)})
     config = simulator.SimulationConfig(seed=11, rows_per_day=ROWS_PER_DAY)
-    lake = storage.location(s.lake_url)
+    base = lake.location(s.lake_url)
     for i in range(LAKE_DAYS):
         day = LAKE_START + dt.timedelta(days=i)
         for name, table in (
             ("transactions", simulator.transactions_for_day(day, config)),
             ("labels", simulator.labels_for_day(day, config)),
         ):
-            storage.write_parquet(lake.join(name, f"dt={day}", "part-00000.parquet"), table)
+            lake.write_parquet(lake.partition_at(base, name, day).join(lake.DATA_FILE), table)
     for i in range(LAKE_DAYS):
         features.compute_features_for_day(LAKE_START + dt.timedelta(days=i), settings=s)
     features.apply_definitions(settings=s)
-    report = storage.location(s.reports_url).join("validation", "transactions", f"dt={REPORTED_DAY}")
-    storage.write_bytes(report.join("validation.json"), json.dumps({"success": True}).encode())
+    report = lake.location(s.reports_url).join("validation", "transactions", f"dt={REPORTED_DAY}")
+    lake.write_bytes(report.join("validation.json"), json.dumps({"success": True}).encode())
 
 
 @pytest.fixture(scope="session")
@@ -235,18 +235,18 @@ def test_labels_are_joined_once_and_a_missing_label_is_an_error(mlops_home: Path
     import pyarrow.compute as pc
 
     from include.devtools import simulator
-    from include.mlops import lake as storage
+    from include.mlops import lake
     from include.mlops.training import train as training
 
     s = load_settings({"MLOPS_HOME": str(mlops_home)})
     config = simulator.SimulationConfig(seed=3, rows_per_day=300)
-    lake = storage.location(s.lake_url)
+    base = lake.location(s.lake_url)
     start = dt.date(2026, 3, 1)
     dropped = twice = None
     for i in range(9):
         day = start + dt.timedelta(days=i)
-        storage.write_parquet(
-            lake.join("transactions", f"dt={day}", "part-00000.parquet"),
+        lake.write_parquet(
+            lake.partition_at(base, "transactions", day).join(lake.DATA_FILE),
             simulator.transactions_for_day(day, config),
         )
         labels = simulator.labels_for_day(day, config)
@@ -267,7 +267,7 @@ def test_labels_are_joined_once_and_a_missing_label_is_an_error(mlops_home: Path
                 pa.array([dt.datetime(2026, 3, 6, 12, tzinfo=dt.UTC)], first.schema.field(2).type),
             )
             labels = pa.concat_tables([labels, chargeback.cast(labels.schema)])
-        storage.write_parquet(lake.join("labels", f"dt={day}", "part-00000.parquet"), labels)
+        lake.write_parquet(lake.partition_at(base, "labels", day).join(lake.DATA_FILE), labels)
     assert dropped is not None and twice is not None
 
     days = [start + dt.timedelta(days=i) for i in range(3)]

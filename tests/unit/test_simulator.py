@@ -23,7 +23,7 @@ from include.devtools.simulator import (
     truth_for_day,
     write_drop,
 )
-from include.mlops import lake as storage
+from include.mlops import lake
 from include.mlops.core.schema import (
     CHANNELS,
     COUNTRIES,
@@ -78,8 +78,8 @@ def _drop_bytes(root: Path, day: dt.date, config: SimulationConfig) -> tuple[byt
     txn = write_drop(str(root), "transactions", day, transactions_for_day(day, config))
     lbl = write_drop(str(root), "labels", day, labels_for_day(day, config))
     return (
-        storage.read_bytes(storage.location(txn).join("part-00000.parquet")),
-        storage.read_bytes(storage.location(lbl).join("part-00000.parquet")),
+        lake.read_bytes(lake.location(txn).join("part-00000.parquet")),
+        lake.read_bytes(lake.location(lbl).join("part-00000.parquet")),
     )
 
 
@@ -373,18 +373,18 @@ def test_write_drop_writes_the_marker_last_and_replaces_a_previous_drop(
     assert pq.read_table(data).equals(table)
 
     operations: list[tuple[str, str]] = []
-    real_write, real_delete = storage.write_bytes, storage.delete
+    real_write, real_delete = lake.write_bytes, lake.delete
 
-    def write(loc: storage.Location, payload: bytes) -> None:
+    def write(loc: lake.Location, payload: bytes) -> None:
         operations.append(("write", loc.path.rsplit("/", 1)[-1]))
         real_write(loc, payload)
 
-    def delete(loc: storage.Location) -> None:
+    def delete(loc: lake.Location) -> None:
         operations.append(("delete", loc.path.rsplit("/", 1)[-1]))
         real_delete(loc)
 
-    monkeypatch.setattr(storage, "write_bytes", write)
-    monkeypatch.setattr(storage, "delete", delete)
+    monkeypatch.setattr(lake, "write_bytes", write)
+    monkeypatch.setattr(lake, "delete", delete)
     write_drop(str(tmp_path), "transactions", day, table, fmt="csv")
     assert operations[0] == ("delete", "_SUCCESS")
     assert operations[-2:] == [("write", "part-00000.csv"), ("write", "_SUCCESS")]

@@ -60,8 +60,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from include.mlops import lake as storage
-from include.mlops.core.schema import MAX_LABEL_DELAY_DAYS, TIMESTAMP, TRANSACTIONS
+from include.mlops import lake
+from include.mlops.core.schema import LABELS, MAX_LABEL_DELAY_DAYS, TIMESTAMP, TRANSACTIONS
 from include.mlops.core.settings import settings as current_settings
 
 if TYPE_CHECKING:
@@ -209,7 +209,6 @@ _LABEL_SUMMARIES = ("merchant_labels",)
 # In the summaries' path: a change of their format gets new folders, rebuilt from the lake on demand.
 _SUMMARY_VERSION = "v1"
 
-_PART = "part-00000.parquet"
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
@@ -232,48 +231,25 @@ def _settings(settings: Settings | None) -> Settings:
     return settings if settings is not None else current_settings()
 
 
-def _lake(s: Settings) -> storage.Location:
-    return storage.location(s.lake_url, s.s3_endpoint_url)
-
-
-def _partition(lake: storage.Location, dataset: str, day: dt.date) -> storage.Location:
-    return lake.join(dataset, f"dt={day.isoformat()}")
-
-
-def snapshot_location(view: str, day: dt.date, settings: Settings | None = None) -> storage.Location:
+def snapshot_location(view: str, day: dt.date, settings: Settings | None = None) -> lake.Location:
     """Where the snapshot of ``view`` (``customer`` or ``merchant``) for ``day`` is written."""
-    return _partition(_lake(_settings(settings)), f"features/{view}", day).join(_PART)
+    return lake.partition("lake", lake.feature_snapshots(view), day, settings).join(lake.DATA_FILE)
 
 
 def snapshot_glob(lake_url: str, view: str) -> str:
     """The path pattern a Feast source reads: every day's snapshot file, never a temporary one."""
-    # A bare "*" would also match the ".tmp-..." file of a write in progress.
-    return f"{lake_url.rstrip('/')}/features/{view}/dt=*/part-*.parquet"
+    return lake.partition_glob(lake_url, lake.feature_snapshots(view))
 
 
-def _summary_location(lake: storage.Location, kind: str, day: dt.date) -> storage.Location:
-    return _partition(lake, f"features/_daily/{_SUMMARY_VERSION}/{kind}", day).join(_PART)
-
-
-def _read_partition(folder: storage.Location, columns: list[str]) -> pa.Table | None:
-    """Every parquet file of a lake partition, as one table; ``None`` when the partition is absent."""
-    files = [
-        f
-        for f in storage.list_files(folder)
-        if f.path.endswith(".parquet") and not f.path.rsplit("/", 1)[-1].startswith((".", "_"))
-    ]
-    if not files:
-        return None
-    tables = [pq.read_table(f.path, filesystem=f.fs, columns=columns) for f in files]
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    return table
+def _summary_location(base: lake.Location, kind: str, day: dt.date) -> lake.Location:
+    return lake.partition_at(base, lake.feature_summaries(_SUMMARY_VERSION, kind), day).join(lake.DATA_FILE)
 
 
 def _read_summary(
-    lake: storage.Location, kind: str, day: dt.date, columns: list[str] | None = None
+    base: lake.Location, kind: str, day: dt.date, columns: list[str] | None = None
 ) -> pa.Table | None:
-    loc = _summary_location(lake, kind, day)
-    if not storage.exists(loc):
+    loc = _summary_location(base, kind, day)
+    if not lake.exists(loc):
         return None
     schema = _SUMMARY_SCHEMAS[kind]
     # Ids and countries repeat across rows and days: dictionary-encoded, 30 days of them take a
@@ -346,7 +322,7 @@ def _day_bounds(day: dt.date) -> list[dt.datetime]:
 
 
 def _build_transaction_summaries(
-    con: duckdb.DuckDBPyConnection, lake: storage.Location, day: dt.date
+    con: duckdb.DuckDBPyConnection, base: lake.Location, day: dt.date
 ) -> int | None:
     """Write the transaction summaries of ``day``; the number of payments, or None without data."""
     columns = [
@@ -358,7 +334,7 @@ def _build_transaction_summaries(
         "country",
         "channel",
     ]
-    tx = _read_partition(_partition(lake, TRANSACTIONS.name, day), columns)
+    tx = lake.read_table(lake.partition_at(base, TRANSACTIONS.name, day), columns)
     if tx is None:
         return None
     con.register("tx_arrow", tx)
@@ -415,15 +391,17 @@ def _build_transaction_summaries(
         "payments": payments,
     }
     for kind, table in summaries.items():
-        storage.write_parquet(_summary_location(lake, kind, day), table.cast(_SUMMARY_SCHEMAS[kind]))
+        lake.write_parquet(_summary_location(base, kind, day), table.cast(_SUMMARY_SCHEMAS[kind]))
     return rows
 
 
 def _build_label_summary(
-    con: duckdb.DuckDBPyConnection, lake: storage.Location, day: dt.date
+    con: duckdb.DuckDBPyConnection, base: lake.Location, day: dt.date
 ) -> tuple[int, int] | None:
     """Write the labels-per-merchant summary of ``day``: (labels, labels whose payment was not found)."""
-    labels = _read_partition(_partition(lake, "labels", day), ["transaction_id", "is_fraud", "reported_at"])
+    labels = lake.read_table(
+        lake.partition_at(base, LABELS.name, day), ["transaction_id", "is_fraud", "reported_at"]
+    )
     if labels is None:
         return None
     bounds = _day_bounds(day)
@@ -437,9 +415,9 @@ def _build_label_summary(
     indexes = []
     for back in range(MAX_LABEL_DELAY_DAYS + 1):
         paid = day - dt.timedelta(days=back)
-        index = _read_summary(lake, "payments", paid)
-        if index is None and _build_transaction_summaries(con, lake, paid) is not None:
-            index = _read_summary(lake, "payments", paid)
+        index = _read_summary(base, "payments", paid)
+        if index is None and _build_transaction_summaries(con, base, paid) is not None:
+            index = _read_summary(base, "payments", paid)
         if index is not None:
             indexes.append(index)
     pay = pa.concat_tables(indexes) if indexes else _SUMMARY_SCHEMAS["payments"].empty_table()
@@ -465,28 +443,28 @@ def _build_label_summary(
         FROM joined WHERE merchant_id IS NOT NULL GROUP BY merchant_id ORDER BY merchant_id""",
     )
     con.execute("DROP TABLE joined")
-    storage.write_parquet(
-        _summary_location(lake, "merchant_labels", day), table.cast(_SUMMARY_SCHEMAS["merchant_labels"])
+    lake.write_parquet(
+        _summary_location(base, "merchant_labels", day), table.cast(_SUMMARY_SCHEMAS["merchant_labels"])
     )
     return int(total), int(unmatched)
 
 
-def _ensure_history(con: duckdb.DuckDBPyConnection, lake: storage.Location, day: dt.date) -> list[str]:
+def _ensure_history(con: duckdb.DuckDBPyConnection, base: lake.Location, day: dt.date) -> list[str]:
     """Build the summaries of the 30 days before ``day`` that are missing but have lake data."""
     built = []
     for back in range(1, HISTORY_DAYS + 1):
         past = day - dt.timedelta(days=back)
-        have_payments = all(storage.exists(_summary_location(lake, k, past)) for k in _TRANSACTION_SUMMARIES)
-        if not have_payments and _build_transaction_summaries(con, lake, past) is not None:
+        have_payments = all(lake.exists(_summary_location(base, k, past)) for k in _TRANSACTION_SUMMARIES)
+        if not have_payments and _build_transaction_summaries(con, base, past) is not None:
             built.append(f"transactions:{past.isoformat()}")
-        have_labels = all(storage.exists(_summary_location(lake, k, past)) for k in _LABEL_SUMMARIES)
-        if not have_labels and _build_label_summary(con, lake, past) is not None:
+        have_labels = all(lake.exists(_summary_location(base, k, past)) for k in _LABEL_SUMMARIES)
+        if not have_labels and _build_label_summary(con, base, past) is not None:
             built.append(f"labels:{past.isoformat()}")
     return built
 
 
 def _load_history(
-    con: duckdb.DuckDBPyConnection, lake: storage.Location, day: dt.date, kind: str, key: str | None
+    con: duckdb.DuckDBPyConnection, base: lake.Location, day: dt.date, kind: str, key: str | None
 ) -> int:
     """Register ``kind``'s summaries of the 30 days up to ``day`` as table ``h_<kind>`` with a ``lag`` column.
 
@@ -496,7 +474,7 @@ def _load_history(
     """
     parts = []
     for lag in range(HISTORY_DAYS):
-        table = _read_summary(lake, kind, day - dt.timedelta(days=lag))
+        table = _read_summary(base, kind, day - dt.timedelta(days=lag))
         if table is not None:
             parts.append(table.append_column("lag", pa.array(np.full(table.num_rows, lag, np.int32))))
     schema = pa.schema([_dictionary(f) for f in _SUMMARY_SCHEMAS[kind]]).append(pa.field("lag", pa.int32()))
@@ -504,7 +482,7 @@ def _load_history(
     # would double the memory of the largest step.
     con.register(f"h_{kind}", pa.concat_tables(parts) if parts else schema.empty_table())
     if key is not None:
-        before = _read_summary(lake, kind, day - dt.timedelta(days=HISTORY_DAYS), [key])
+        before = _read_summary(base, kind, day - dt.timedelta(days=HISTORY_DAYS), [key])
         ids = before if before is not None else pa.table({key: pa.array([], pa.string())})
         con.register("gone_arrow", ids)
         try:
@@ -644,22 +622,22 @@ def compute_features_for_day(day: dt.date, settings: Settings | None = None) -> 
     """
     started = time.perf_counter()
     s = _settings(settings)
-    lake = _lake(s)
+    base = lake.root("lake", s)
     con = _duckdb()
     try:
-        payments = _build_transaction_summaries(con, lake, day)
+        payments = _build_transaction_summaries(con, base, day)
         if payments is None:
             raise FileNotFoundError(
                 f"no transactions in the lake for {day.isoformat()} "
-                f"({_partition(lake, TRANSACTIONS.name, day).url}): ingest that day first"
+                f"({lake.partition_at(base, TRANSACTIONS.name, day).url}): ingest that day first"
             )
-        labels = _build_label_summary(con, lake, day)
-        built = _ensure_history(con, lake, day)
+        labels = _build_label_summary(con, base, day)
+        built = _ensure_history(con, base, day)
 
-        history_days = _load_history(con, lake, day, "customer_country", "customer_id")
-        _load_history(con, lake, day, "customer_merchant", None)
-        _load_history(con, lake, day, "merchant", "merchant_id")
-        _load_history(con, lake, day, "merchant_labels", "merchant_id")
+        history_days = _load_history(con, base, day, "customer_country", "customer_id")
+        _load_history(con, base, day, "customer_merchant", None)
+        _load_history(con, base, day, "merchant", "merchant_id")
+        _load_history(con, base, day, "merchant_labels", "merchant_id")
 
         ts = snapshot_timestamp(day)
         customer = _arrow(con, _customer_snapshot_sql(), [ts]).cast(CUSTOMER_SNAPSHOT_SCHEMA)
@@ -670,7 +648,7 @@ def compute_features_for_day(day: dt.date, settings: Settings | None = None) -> 
     paths = {}
     for view, table in (("customer", customer), ("merchant", merchant)):
         loc = snapshot_location(view, day, s)
-        storage.write_parquet(loc, table)
+        lake.write_parquet(loc, table)
         paths[view] = loc.url
     return {
         "day": day.isoformat(),
@@ -921,7 +899,7 @@ def materialize_day(day: dt.date, settings: Settings | None = None) -> dict:
     s = _settings(settings)
     for view in ("customer", "merchant"):
         loc = snapshot_location(view, day, s)
-        if not storage.exists(loc):
+        if not lake.exists(loc):
             raise FileNotFoundError(
                 f"no {view} snapshot for {day.isoformat()} at {loc.url}: run compute_features_for_day first"
             )

@@ -17,7 +17,6 @@ ignored, as Hadoop and Spark writers use them for their own bookkeeping.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
@@ -26,22 +25,20 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from include.mlops import lake as storage
+from include.mlops import lake
 from include.mlops.core.schema import DATASETS, Dataset
 from include.mlops.core.settings import settings as current_settings
 from include.mlops.ingest.validation import ROW_COUNT_HISTORY, ValidationReport, to_frame, validate
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     import pandas as pd
 
     from include.mlops.core.settings import Settings
     from include.mlops.lake import Location
 
-SUCCESS_MARKER = "_SUCCESS"
-LAKE_FILE = "part-00000.parquet"
-DATA_SUFFIXES = (".parquet", ".csv")
 REJECTION_NAME = "rejection.json"
-KINDS = ("landing", "lake", "quarantine", "reports")
 
 # Casts tried one distinct value at a time to find the values of a CSV column that do not parse;
 # past this the column is reported as text throughout.
@@ -111,32 +108,26 @@ def _dataset(name: str) -> Dataset:
 def partition_url(kind: str, dataset: str, day: dt.date, settings: Settings | None = None) -> str:
     """The folder of ``dataset`` for ``day`` in the landing zone, the lake, the quarantine or the reports.
 
-    ``kind`` is one of :data:`KINDS`. Reports live under ``<reports>/validation/``.
+    ``kind`` is one of :data:`~include.mlops.lake.ROOTS`. Reports live under ``<reports>/validation/``.
     """
-    s = settings or current_settings()
-    roots = {
-        "landing": s.landing_url,
-        "lake": s.lake_url,
-        "quarantine": s.quarantine_url,
-        "reports": storage.location(s.reports_url).join("validation").url,
-    }
-    if kind not in roots:
-        raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
-    return storage.location(roots[kind]).join(_dataset(dataset).name, f"dt={day.isoformat()}").url
+    name = _dataset(dataset).name
+    if kind == "reports":
+        return lake.partition(kind, lake.validation_reports(name), day, settings).url
+    return lake.partition(kind, name, day, settings).url
 
 
 def settled(dataset: str, day: dt.date, settings: Settings | None = None) -> str | None:
     """Where the day's drop of ``dataset`` went once validated: ``"lake"``, ``"quarantine"``, or
     ``None`` while it has not been validated yet (a lake partition landed earlier wins)."""
-    if storage.exists(storage.location(partition_url("lake", dataset, day, settings)).join(LAKE_FILE)):
+    if lake.exists(lake.partition_file(_dataset(dataset).name, day, settings)):
         return "lake"
-    quarantine = storage.location(partition_url("quarantine", dataset, day, settings))
-    return "quarantine" if storage.exists(quarantine.join(REJECTION_NAME)) else None
+    quarantine = lake.location(partition_url("quarantine", dataset, day, settings))
+    return "quarantine" if lake.exists(quarantine.join(REJECTION_NAME)) else None
 
 
 def drop_marker_url(dataset: str, day: dt.date, settings: Settings | None = None) -> str:
     """The ``_SUCCESS`` marker of the day's drop: the producer writes it last, the sensor waits on it."""
-    return storage.location(partition_url("landing", dataset, day, settings)).join(SUCCESS_MARKER).url
+    return lake.partition("landing", _dataset(dataset).name, day, settings).join(lake.SUCCESS_MARKER).url
 
 
 def recent_row_counts(dataset: str, day: dt.date, settings: Settings | None = None) -> list[int]:
@@ -145,27 +136,12 @@ def recent_row_counts(dataset: str, day: dt.date, settings: Settings | None = No
     At most :data:`~include.mlops.validation.ROW_COUNT_HISTORY` of them; only the parquet footers
     are read.
     """
-    import pyarrow.parquet as pq
-
-    s = settings or current_settings()
-    root = storage.location(s.lake_url).join(_dataset(dataset).name)
-    infos = root.fs.get_file_info(pafs.FileSelector(root.path, allow_not_found=True))
-    days = []
-    for info in infos:
-        if info.type != pafs.FileType.Directory or not info.base_name.startswith("dt="):
-            continue
-        try:
-            earlier = dt.date.fromisoformat(info.base_name[3:])
-        except ValueError:
-            continue
-        if earlier < day:
-            days.append(earlier)
+    base = lake.root("lake", settings)
+    name = _dataset(dataset).name
     counts = []
-    for earlier in sorted(days)[-ROW_COUNT_HISTORY:]:
-        file = root.join(f"dt={earlier.isoformat()}", LAKE_FILE)
+    for earlier in [d for d in lake.partition_days(base, name) if d < day][-ROW_COUNT_HISTORY:]:
         try:
-            with file.fs.open_input_file(file.path) as handle:
-                counts.append(pq.ParquetFile(handle).metadata.num_rows)
+            counts.append(lake.parquet_rows(lake.partition_at(base, name, earlier).join(lake.DATA_FILE)))
         except FileNotFoundError:
             continue
     return counts
@@ -333,16 +309,16 @@ def _read_drop(folder: Location, dataset: Dataset) -> tuple[pa.Table | None, pd.
     entries = folder.fs.get_file_info(pafs.FileSelector(folder.path, allow_not_found=True))
     for entry in sorted(entries, key=lambda e: e.base_name):
         name = entry.base_name
-        if name == SUCCESS_MARKER or name.startswith((".", "_")):
+        if name == lake.SUCCESS_MARKER or name.startswith((".", "_")):
             continue
         if entry.type == pafs.FileType.Directory:
             # Rows in a sub-folder would otherwise be silently left out of the day.
             problems.append(f"{name}/: a sub-folder; a drop holds its data files directly")
             continue
         location = folder.join(name)
-        data = storage.read_bytes(location)
+        data = lake.read_bytes(location)
         digest = hashlib.sha256(data).hexdigest()
-        if not name.endswith(DATA_SUFFIXES):
+        if not name.endswith(lake.DATA_SUFFIXES):
             problem = f"{name}: unsupported file type; a drop holds only *.parquet or *.csv files"
         else:
             try:
@@ -354,7 +330,7 @@ def _read_drop(folder: Location, dataset: Dataset) -> tuple[pa.Table | None, pd.
             problems.append(problem)
         files.append(_File(name, len(data), digest, problem))
     if not files and not problems:
-        problems.append(f"the drop has a {SUCCESS_MARKER} marker but no data files (*.parquet, *.csv)")
+        problems.append(f"the drop has a {lake.SUCCESS_MARKER} marker but no data files (*.parquet, *.csv)")
     if problems:
         raise _Unreadable(problems, files)
 
@@ -383,11 +359,11 @@ def _lake_bytes(table: pa.Table, dataset: Dataset) -> bytes:
     # Producers usually write in key order already: checking costs milliseconds, sorting 0.2 s a 1M rows.
     if len(key) > 1 and not pc.all(pc.less_equal(key[:-1], key[1:])).as_py():
         ordered = ordered.sort_by([(dataset.key_column, "ascending")])
-    return storage.encode_parquet(ordered)
+    return lake.encode_parquet(ordered)
 
 
 def _lake_state(lake_folder: Location, day: dt.date) -> str:
-    if storage.exists(lake_folder.join(LAKE_FILE)):
+    if lake.exists(lake_folder.join(lake.DATA_FILE)):
         return (
             f"The lake keeps the partition landed earlier for {day.isoformat()} unchanged "
             f"({lake_folder.url})."
@@ -406,17 +382,17 @@ def _reject(
     report: ValidationReport | None,
 ) -> DropRejected:
     """Quarantine the day (reports only; the landing files stay where they are) and build the error."""
-    quarantine = storage.location(partition_url("quarantine", dataset.name, day, s))
-    landing = partition_url("landing", dataset.name, day, s)
-    lake = storage.location(partition_url("lake", dataset.name, day, s))
-    storage.delete(quarantine)
+    quarantine = lake.partition("quarantine", dataset.name, day, s)
+    landing = lake.partition("landing", dataset.name, day, s).url
+    lake_folder = lake.partition("lake", dataset.name, day, s)
+    lake.delete(quarantine)
     published = report.publish(quarantine.url) if report is not None else None
     rejection = quarantine.join(REJECTION_NAME)
-    if not storage.exists(lake.join(LAKE_FILE)):
+    if not lake.exists(lake_folder.join(lake.DATA_FILE)):
         # Without a landed file the folder can only hold leftovers, which a reader would take
         # for the day: the day must have no partition at all.
-        storage.delete(lake)
-    lake_state = _lake_state(lake, day)
+        lake.delete(lake_folder)
+    lake_state = _lake_state(lake_folder, day)
     lines = [f"{dataset.name} drop of {day.isoformat()} rejected: {headline}"]
     lines += [p if p.startswith("  - ") else f"  - {p}" for p in problems]
     if published is not None:
@@ -427,7 +403,7 @@ def _reject(
     lines.append(lake_state)
     lines.append(
         f"The landing files in {landing} were left untouched. Fix the drop there (data files first, "
-        f"{SUCCESS_MARKER} last) and rerun {day.isoformat()} (clear that day's run in Airflow)."
+        f"{lake.SUCCESS_MARKER} last) and rerun {day.isoformat()} (clear that day's run in Airflow)."
     )
     message = "\n".join(lines)
     body = {
@@ -442,7 +418,7 @@ def _reject(
         "docs_url": published.docs_url if published else None,
         "failures": [o.as_dict() for o in published.failures] if published else [],
     }
-    storage.write_bytes(rejection, json.dumps(body, indent=2).encode())
+    lake.write_bytes(rejection, json.dumps(body, indent=2).encode())
     return DropRejected(
         message,
         dataset=dataset.name,
@@ -462,12 +438,12 @@ def ingest_day(dataset: str, day: dt.date, settings: Settings | None = None) -> 
     """
     spec = _dataset(dataset)
     s = settings or current_settings()
-    landing = storage.location(partition_url("landing", spec.name, day, s))
-    if not storage.exists(landing.join(SUCCESS_MARKER)):
-        found = "has files but no" if storage.list_files(landing) else "does not exist yet, nor its"
+    landing = lake.partition("landing", spec.name, day, s)
+    if not lake.exists(landing.join(lake.SUCCESS_MARKER)):
+        found = "has files but no" if lake.list_files(landing) else "does not exist yet, nor its"
         raise DropIncomplete(
             f"{spec.name} drop of {day.isoformat()} is not complete: {landing.url} {found} "
-            f"{SUCCESS_MARKER} marker. The producer writes the marker after the data files; wait for "
+            f"{lake.SUCCESS_MARKER} marker. The producer writes the marker after the data files; wait for "
             f"it (the sensor does), or ask the producer to finish the drop, then rerun {day.isoformat()}."
         )
 
@@ -501,19 +477,16 @@ def ingest_day(dataset: str, day: dt.date, settings: Settings | None = None) -> 
         raise RuntimeError(f"{spec.name} {day}: the suite passed rows that are not of the schema's types")
     data = _lake_bytes(table, spec)
 
-    lake = storage.location(partition_url("lake", spec.name, day, s))
-    storage.write_bytes(lake.join(LAKE_FILE), data)
-    for stale in storage.list_files(lake):
-        if stale.path.rsplit("/", 1)[-1] != LAKE_FILE:
-            storage.delete(stale)
+    lake_folder = lake.partition("lake", spec.name, day, s)
+    lake.replace_partition(lake_folder, data)
     published = report.publish(partition_url("reports", spec.name, day, s))
     # The day is good now: an earlier rejection of it no longer describes the lake.
-    storage.delete(storage.location(partition_url("quarantine", spec.name, day, s)))
+    lake.delete(lake.partition("quarantine", spec.name, day, s))
     return IngestResult(
         dataset=spec.name,
         day=day,
         rows=report.rows,
-        partition_url=lake.url,
+        partition_url=lake_folder.url,
         report_url=published.result_url or "",
         docs_url=published.docs_url,
         fingerprint=hashlib.sha256(data).hexdigest(),

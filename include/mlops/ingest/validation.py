@@ -1,14 +1,14 @@
 """The Great Expectations suites that gate the lake, derived from the schema, and how they run.
 
 A suite is built as code for one dataset and one day by looping over the columns of
-:mod:`include.mlops.schema`: every column present and no other, of its type, never null unless
+:mod:`include.mlops.core.schema`: every column present and no other, of its type, never null unless
 nullable, unique when it is a key, inside its domain or its bounds, the event time inside the day,
 and a row count within a band around the recent days. Nothing about a column is restated here.
 
 Each run builds an ephemeral context, a validation definition and a checkpoint whose Data Docs
 site lives in a temporary folder of ours (the ephemeral default is a random temporary folder),
 then keeps the JSON result and the rendered pages in memory so that :meth:`ValidationReport.publish`
-can write them anywhere :mod:`include.mlops.storage` reaches, S3 included.
+can write them anywhere :mod:`include.mlops.lake` reaches, S3 included.
 
 ``pandas`` and ``great_expectations`` are imported inside the functions: the import costs seconds
 and DAG files import this package at parse time.
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from include.mlops import lake as storage
+from include.mlops import lake
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -48,7 +48,7 @@ ROW_COUNT_BAND = (0.5, 2.0)
 # Examples of bad values kept per failed expectation: enough to recognise the problem.
 EXAMPLES = 5
 
-RESULT_NAME = "validation.json"
+RESULT_NAME = lake.VALIDATION_RESULT
 DOCS_FOLDER = "docs"
 _SITE = "project"
 _TYPE_EXPECTATION = "expect_column_values_to_be_of_type"
@@ -283,10 +283,10 @@ class ValidationReport:
         Earlier files there are removed first so that the folder always describes this run.
         Returns the report with ``result_url`` and ``docs_url`` set.
         """
-        folder = storage.location(url)
-        storage.delete(folder.join(DOCS_FOLDER))
+        folder = lake.location(url)
+        lake.delete(folder.join(DOCS_FOLDER))
         for relative, data in sorted(self.files.items()):
-            storage.write_bytes(folder.join(relative), data)
+            lake.write_bytes(folder.join(relative), data)
         index = f"{DOCS_FOLDER}/index.html"
         return replace(
             self,

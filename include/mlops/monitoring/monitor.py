@@ -86,8 +86,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.mlops import lake as storage
-from include.mlops.core.schema import LABEL, MAX_LABEL_DELAY_DAYS
+from include.mlops import lake
+from include.mlops.core.schema import LABEL, LABELS, MAX_LABEL_DELAY_DAYS
 from include.mlops.core.settings import env_number
 from include.mlops.core.settings import settings as current_settings
 
@@ -123,7 +123,7 @@ METHOD = "quantile_psi"
 PREDICTION = "prediction"
 """Name of the score column in the report (the reference's ``prediction``, the day's champion score)."""
 
-REPORT_FOLDER = "drift"
+REPORT_FOLDER = lake.DRIFT_REPORTS
 HTML_NAME = "drift.html"
 JSON_NAME = "drift.json"
 VERDICT_NAME = "verdict.json"
@@ -572,26 +572,6 @@ def _sample_positions(ids: pa.ChunkedArray | pa.Array, n: int, seed: int) -> np.
     return np.sort(np.argpartition(hashed, n - 1)[:n])
 
 
-def _read_parquet(loc: storage.Location, columns: list[str] | None = None) -> pa.Table:
-    import pyarrow.parquet as pq
-
-    with loc.fs.open_input_file(loc.path) as handle:
-        return pq.read_table(handle, columns=columns)
-
-
-def _parquet_columns(loc: storage.Location) -> list[str]:
-    import pyarrow.parquet as pq
-
-    with loc.fs.open_input_file(loc.path) as handle:
-        return list(pq.read_schema(handle).names)
-
-
-def _predictions_file(day: dt.date, s: Settings) -> storage.Location:
-    from include.mlops import scoring
-
-    return scoring.predictions_location(day, s).join(scoring.PART)
-
-
 def _day_version(table: pa.Table, day: dt.date) -> int:
     import pyarrow.compute as pc
 
@@ -634,7 +614,7 @@ def load_reference(version: int, settings: Settings | None = None) -> pd.DataFra
     try:
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
-        storage.write_bytes(storage.location(str(cache)), buffer.getvalue())
+        lake.write_bytes(lake.location(str(cache)), buffer.getvalue())
     except OSError as error:
         _log(f"could not cache the reference sample at {cache}: {error}")
     return frame
@@ -739,14 +719,6 @@ def _value_drifts(report: dict) -> dict[str, tuple[float | None, str | None, str
 # Performance once labels have arrived
 
 
-def _partition_files(folder: storage.Location) -> list[storage.Location]:
-    return [
-        f
-        for f in storage.list_files(folder)
-        if f.path.endswith(".parquet") and not f.path.rsplit("/", 1)[-1].startswith((".", "_"))
-    ]
-
-
 def _run_metrics(client: Any, run_id: str | None) -> dict[str, float]:
     if not run_id:
         return {}
@@ -783,10 +755,9 @@ def measure_performance(
     }
     oot_end = mv.tags.get("oot_end")
     after = dt.date.fromisoformat(oot_end) if oot_end else None
-    lake = storage.location(s.lake_url, s.s3_endpoint_url)
 
-    def labels_folder(d: dt.date) -> storage.Location:
-        return lake.join("labels", f"dt={d.isoformat()}")
+    def labels_folder(d: dt.date) -> lake.Location:
+        return lake.partition("lake", LABELS.name, d, s)
 
     last = day - dt.timedelta(days=MAX_LABEL_DELAY_DAYS)
     earliest = last - dt.timedelta(days=policy.performance_days - 1)
@@ -799,14 +770,14 @@ def measure_performance(
             notes.append(f"{x} is not after the model's out-of-time days")
             break
         label_days = [x + dt.timedelta(days=k) for k in range(1, MAX_LABEL_DELAY_DAYS + 1)]
-        if any(not _partition_files(labels_folder(d)) for d in label_days):
+        if any(not lake.data_files(labels_folder(d)) for d in label_days):
             notes.append(f"labels of {x} incomplete")
             continue
-        loc = _predictions_file(x, s)
-        if not storage.exists(loc):
+        loc = lake.partition_file(lake.PREDICTIONS, x, s)
+        if not lake.exists(loc):
             notes.append(f"{x} not scored")
             continue
-        table = _read_parquet(loc, [_ID, _SCORE, _VERSION])
+        table = lake.read_parquet(loc, [_ID, _SCORE, _VERSION])
         table = table.filter(pc.equal(table.column(_VERSION), version))
         if table.num_rows == 0:
             notes.append(f"{x} scored by another version")
@@ -824,8 +795,8 @@ def measure_performance(
     )
     found = []
     for d in label_days:
-        for f in _partition_files(labels_folder(d)):
-            part = _read_parquet(f, [_ID, LABEL, "reported_at"])
+        for f in lake.data_files(labels_folder(d)):
+            part = lake.read_parquet(f, [_ID, LABEL, "reported_at"])
             found.append(part.filter(pc.is_in(part.column(_ID), value_set=ids.combine_chunks())))
     labels = pa.concat_tables(found).to_pandas()
     # A payment reported twice (settled, then charged back): the latest report wins.
@@ -959,10 +930,9 @@ def record_trigger(
 # Reports and MLflow
 
 
-def report_location(day: dt.date, settings: Settings | None = None) -> storage.Location:
+def report_location(day: dt.date, settings: Settings | None = None) -> lake.Location:
     """The stable folder of ``day``'s drift reports: ``<reports>/drift/dt=YYYY-MM-DD``."""
-    s = _settings(settings)
-    return storage.location(s.reports_url, s.s3_endpoint_url).join(REPORT_FOLDER, f"dt={day.isoformat()}")
+    return lake.partition("reports", REPORT_FOLDER, day, settings)
 
 
 def experiment_name(settings: Settings | None = None) -> str:
@@ -1083,15 +1053,15 @@ def monitor_day(day: dt.date, airflow_run_id: str | None = None, settings: Setti
     client = configure_mlflow(s)
 
     # The day, sampled.
-    loc = _predictions_file(day, s)
-    if not storage.exists(loc):
+    loc = lake.partition_file(lake.PREDICTIONS, day, s)
+    if not lake.exists(loc):
         raise FileNotFoundError(
             f"no predictions for {day} at {loc.url}: run score_transactions for that day before monitoring it"
         )
-    available = _parquet_columns(loc)
+    available = lake.parquet_columns(loc)
     features = [f for f in policy.features if f in available]
     absent = [f for f in policy.features if f not in available]
-    table = _read_parquet(loc, [_ID, *features, _SCORE, _VERSION])
+    table = lake.read_parquet(loc, [_ID, *features, _SCORE, _VERSION])
     rows = table.num_rows
     version = _day_version(table, day)
     keep = _sample_positions(table.column(_ID), policy.sample_rows, s.seed)
@@ -1161,7 +1131,7 @@ def monitor_day(day: dt.date, airflow_run_id: str | None = None, settings: Setti
             )
             # verdict.json last: it names the other two.
             for name in (HTML_NAME, JSON_NAME, VERDICT_NAME):
-                storage.write_bytes(folder.join(name), (local / name).read_bytes())
+                lake.write_bytes(folder.join(name), (local / name).read_bytes())
             try:
                 _log_run(client, run_id, local, summary, performance, result)
             finally:

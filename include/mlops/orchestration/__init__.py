@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset
 
+from include.mlops import lake
 from include.mlops.core.settings import settings
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def landing_sensor(dataset: str, **kwargs: Any) -> BaseOperator:
 
     Deferrable sensors wait in the triggerer and hold no worker slot while a drop is late.
     """
-    marker = f"{settings().landing_url}/{dataset}/dt={DAY_TEMPLATE}/_SUCCESS"
+    marker = f"{lake.partition_url(settings().landing_url, dataset, DAY_TEMPLATE)}/{lake.SUCCESS_MARKER}"
     kwargs.setdefault("task_id", "wait_for_drop")
     kwargs.setdefault("poke_interval", settings().sensor_poke_seconds)
     kwargs.setdefault("timeout", dt.timedelta(hours=12).total_seconds())

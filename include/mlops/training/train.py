@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from include.mlops import lake as storage
+from include.mlops import lake
 from include.mlops.core.metrics import classification_metrics
 from include.mlops.core.schema import LABEL, LABELS, MAX_LABEL_DELAY_DAYS, TRANSACTIONS
 from include.mlops.core.settings import PROJECT_ROOT, env_number
@@ -168,35 +168,9 @@ class Window:
         return {k: v.isoformat() for k, v in asdict(self).items()}
 
 
-def _lake(s: Settings) -> storage.Location:
-    return storage.location(s.lake_url, s.s3_endpoint_url)
-
-
-def _partition_files(lake: storage.Location, dataset: str, day: dt.date) -> list[storage.Location]:
+def _partition_files(base: lake.Location, dataset: str, day: dt.date) -> list[lake.Location]:
     """The data files of one lake partition (temporary and marker files excluded)."""
-    folder = lake.join(dataset, f"dt={day.isoformat()}")
-    return [
-        f
-        for f in storage.list_files(folder)
-        if f.path.endswith(".parquet") and not f.path.rsplit("/", 1)[-1].startswith((".", "_"))
-    ]
-
-
-def _partition_days(lake: storage.Location, dataset: str) -> list[dt.date]:
-    """The days that have a partition folder of ``dataset`` in the lake, sorted."""
-    import pyarrow.fs as pafs
-
-    root = lake.join(dataset)
-    infos = root.fs.get_file_info(pafs.FileSelector(root.path, allow_not_found=True))
-    days = []
-    for info in infos:
-        name = info.path.rsplit("/", 1)[-1]
-        if info.type == pafs.FileType.Directory and name.startswith("dt="):
-            try:
-                days.append(dt.date.fromisoformat(name[3:]))
-            except ValueError:
-                continue
-    return sorted(days)
+    return lake.data_files(lake.partition_at(base, dataset, day))
 
 
 def training_window(
@@ -210,12 +184,12 @@ def training_window(
         raise ValueError(f"window_days must be at least 2 (fit and validation days), not {window_days}")
     if oot_days < 1:
         raise ValueError(f"oot_days must be at least 1, not {oot_days}")
-    lake = _lake(_settings(settings))
-    candidates = [d for d in _partition_days(lake, LABELS.name) if d <= as_of]
-    latest = next((d for d in reversed(candidates) if _partition_files(lake, LABELS.name, d)), None)
+    base = lake.root("lake", settings)
+    candidates = [d for d in lake.partition_days(base, LABELS.name) if d <= as_of]
+    latest = next((d for d in reversed(candidates) if _partition_files(base, LABELS.name, d)), None)
     if latest is None:
         raise TrainingDataError(
-            f"no labels partition on or before {as_of} under {lake.join(LABELS.name).url}: "
+            f"no labels partition on or before {as_of} under {base.join(LABELS.name).url}: "
             "ingest labels before training"
         )
     through = latest - dt.timedelta(days=MAX_LABEL_DELAY_DAYS)
@@ -225,7 +199,7 @@ def training_window(
     # A young lake has fewer days than the window asks for: start at its second day (the first
     # has no feature snapshot before it) rather than fail, as long as two training days remain.
     # The window actually used is what gets logged.
-    first = next(iter(_partition_days(lake, TRANSACTIONS.name)), None)
+    first = next(iter(lake.partition_days(base, TRANSACTIONS.name)), None)
     if first is not None and train_start <= first and (train_end - first).days >= 2:
         train_start = first + dt.timedelta(days=1)
         window_days = (train_end - train_start).days + 1
@@ -253,21 +227,21 @@ def check_window(window: Window, settings: Settings | None = None) -> None:
     from include.mlops.features import snapshots as features
 
     s = _settings(settings)
-    lake = _lake(s)
+    base = lake.root("lake", s)
     missing: list[str] = []
     days = [*window.train_days, *window.oot_days]
-    missing += [f"transactions dt={d}" for d in days if not _partition_files(lake, TRANSACTIONS.name, d)]
-    missing += [f"labels dt={d}" for d in window.label_days if not _partition_files(lake, LABELS.name, d)]
+    missing += [f"transactions dt={d}" for d in days if not _partition_files(base, TRANSACTIONS.name, d)]
+    missing += [f"labels dt={d}" for d in window.label_days if not _partition_files(base, LABELS.name, d)]
     for d in days:
         before = d - dt.timedelta(days=1)
         for view in ("customer", "merchant"):
-            if not storage.exists(features.snapshot_location(view, before, s)):
+            if not lake.exists(features.snapshot_location(view, before, s)):
                 missing.append(f"features/{view} dt={before}")
     if missing:
         shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
         raise TrainingDataError(
             f"training as of {window.as_of} ({window.describe()}) needs partitions missing from "
-            f"{lake.url}: {shown}. Ingest or backfill those days (and run materialize_features for "
+            f"{base.url}: {shown}. Ingest or backfill those days (and run materialize_features for "
             "the feature snapshots), or train with a shorter window."
         )
 
@@ -276,7 +250,7 @@ def check_window(window: Window, settings: Settings | None = None) -> None:
 # Reading the lake
 
 
-def _fingerprint(dataset: str, day: dt.date, loc: storage.Location, data: bytes, rows: int) -> dict:
+def _fingerprint(dataset: str, day: dt.date, loc: lake.Location, data: bytes, rows: int) -> dict:
     return {
         "dataset": dataset,
         "day": day.isoformat(),
@@ -288,20 +262,20 @@ def _fingerprint(dataset: str, day: dt.date, loc: storage.Location, data: bytes,
 
 
 def _read_partition(
-    lake: storage.Location, dataset: str, day: dt.date, columns: list[str] | None = None
+    base: lake.Location, dataset: str, day: dt.date, columns: list[str] | None = None
 ) -> tuple[pa.Table, list[dict]]:
     """A lake partition as one table, with the sha256 of each file (each file is read once)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     tables, prints = [], []
-    for loc in _partition_files(lake, dataset, day):
-        data = storage.read_bytes(loc)
+    for loc in _partition_files(base, dataset, day):
+        data = lake.read_bytes(loc)
         table = pq.read_table(pa.BufferReader(data), columns=columns)
         tables.append(table)
         prints.append(_fingerprint(dataset, day, loc, data, table.num_rows))
     if not tables:
-        raise TrainingDataError(f"no {dataset} partition for {day} under {lake.join(dataset).url}")
+        raise TrainingDataError(f"no {dataset} partition for {day} under {base.join(dataset).url}")
     return (pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]), prints
 
 
@@ -327,7 +301,7 @@ class LabelledDays:
 
 
 def _labelled_day_tables(
-    lake: storage.Location, days: list[dt.date], labels_until: dt.date
+    base: lake.Location, days: list[dt.date], labels_until: dt.date
 ) -> Iterator[tuple[dt.date, pa.Table, list[dict], int]]:
     """For each day: its payments with their label (Arrow), the files read, and duplicate labels.
 
@@ -344,15 +318,15 @@ def _labelled_day_tables(
     unlabelled: list[tuple[dt.date, int, list[str]]] = []
     for day in days:
         prints: list[dict] = []
-        tx, tx_prints = _read_partition(lake, TRANSACTIONS.name, day)
+        tx, tx_prints = _read_partition(base, TRANSACTIONS.name, day)
         prints += tx_prints
         wanted = [d for d in _days(day, day + dt.timedelta(days=MAX_LABEL_DELAY_DAYS)) if d <= labels_until]
         for old in [d for d in cache if d not in wanted]:
             del cache[old]
         for d in wanted:
-            if d not in cache and _partition_files(lake, LABELS.name, d):
+            if d not in cache and _partition_files(base, LABELS.name, d):
                 table, label_prints = _read_partition(
-                    lake, LABELS.name, d, ["transaction_id", LABEL, "reported_at"]
+                    base, LABELS.name, d, ["transaction_id", LABEL, "reported_at"]
                 )
                 cache[d] = pa.table(
                     {
@@ -389,7 +363,7 @@ def _labelled_day_tables(
         detail = "; ".join(f"{d}: {n} payments (e.g. {', '.join(map(str, ex))})" for d, n, ex in unlabelled)
         raise TrainingDataError(
             f"payments without a label in the labels partitions up to {labels_until} under "
-            f"{lake.join(LABELS.name).url}: {detail}. Every payment of a fully labelled day must be "
+            f"{base.join(LABELS.name).url}: {detail}. Every payment of a fully labelled day must be "
             f"labelled within {MAX_LABEL_DELAY_DAYS} days: check the labels feed before training."
         )
 
@@ -412,12 +386,12 @@ def read_training_days(
     import numpy as np
     import pandas as pd
 
-    lake = _lake(_settings(settings))
+    base = lake.root("lake", settings)
     max_rows = _env_int("MLOPS_TRAIN_MAX_ROWS", MAX_TRAIN_ROWS) if max_rows is None else max_rows
     per_day_cap = max_rows / max(len(days), 1)
     parts, prints, per_day = [], [], []
     duplicates = total = negatives_total = 0
-    for day, table, day_prints, dupes in _labelled_day_tables(lake, days, labels_until):
+    for day, table, day_prints, dupes in _labelled_day_tables(base, days, labels_until):
         fraud = table.column(LABEL).to_numpy() == 1
         positives = int(fraud.sum())
         negatives = table.num_rows - positives
@@ -459,11 +433,11 @@ def read_oot_days(
     import pandas as pd
 
     s = _settings(settings)
-    lake = _lake(s)
+    base = lake.root("lake", s)
     per_day_cap = max(1, max_rows // max(len(days), 1))
     parts, prints, per_day = [], [], []
     duplicates = total = 0
-    for day, table, day_prints, dupes in _labelled_day_tables(lake, days, labels_until):
+    for day, table, day_prints, dupes in _labelled_day_tables(base, days, labels_until):
         rows = table.num_rows
         share = min(1.0, per_day_cap / max(rows, 1))
         if share < 1.0:
@@ -590,14 +564,13 @@ def code_version() -> str:
 def validation_results(dataset_days: Iterable[tuple[str, dt.date]], settings: Settings | None = None) -> list:
     """The validation report each (dataset, day) passed through, if present: path and success flag."""
     s = _settings(settings)
-    root = storage.location(s.reports_url, s.s3_endpoint_url).join("validation")
     out = []
     for dataset, day in dataset_days:
-        loc = root.join(dataset, f"dt={day.isoformat()}", "validation.json")
+        loc = lake.partition("reports", lake.validation_reports(dataset), day, s).join(lake.VALIDATION_RESULT)
         entry: dict[str, Any] = {"dataset": dataset, "day": day.isoformat(), "path": loc.url}
-        if storage.exists(loc):
+        if lake.exists(loc):
             try:
-                entry.update(present=True, success=bool(json.loads(storage.read_bytes(loc))["success"]))
+                entry.update(present=True, success=bool(json.loads(lake.read_bytes(loc))["success"]))
             except (ValueError, KeyError) as error:
                 entry.update(present=True, success=None, error=f"unreadable report: {error}")
         else:
@@ -615,9 +588,9 @@ def snapshot_fingerprints(days: Iterable[dt.date], settings: Settings | None = N
     for day in days:
         for view in ("customer", "merchant"):
             loc = features.snapshot_location(view, day, s)
-            if storage.exists(loc):
-                data = storage.read_bytes(loc)
-                out.append(_fingerprint(f"features/{view}", day, loc, data, -1))
+            if lake.exists(loc):
+                data = lake.read_bytes(loc)
+                out.append(_fingerprint(lake.feature_snapshots(view), day, loc, data, -1))
     return out
 
 
