@@ -211,7 +211,8 @@ def materialize_floor(rows: int, day: dt.date, *args: str) -> dict:
 def training(rows: int, day: dt.date, *args: str) -> dict:
     """Train, log and register a model; alias it champion for the next stages."""
     out: dict[str, Any] = {}
-    from include.mlops.training.train import EARLY_STOPPING_ROUNDS, configure_mlflow, feature_columns, train
+    from include.mlops import registry
+    from include.mlops.training.train import EARLY_STOPPING_ROUNDS, train
 
     as_of, window, oot = dt.date.fromisoformat(args[0]), int(args[1]), int(args[2])
     with _timed(out, "feast", "mlflow", "xgboost", "sklearn.linear_model"):
@@ -220,10 +221,10 @@ def training(rows: int, day: dt.date, *args: str) -> dict:
     out["rows"] = int(m["window_rows_total"] + m["oot_rows_total"])
     out["fit_rows"] = int(m["train_rows"])
     out["rounds"] = int(m["best_iteration"]) + 1 + EARLY_STOPPING_ROUNDS
-    out["features"] = len(feature_columns(result["model_uri"]))
+    out["features"] = len(registry.feature_columns(result["model_uri"]))
     out["pr_auc"] = m["pr_auc"]
     # The bench's champion for the scoring and drift stages.
-    client = configure_mlflow()
+    client = registry.configure_mlflow()
     client.set_registered_model_alias(settings().model_name, "champion", str(result["version"]))
     client.delete_registered_model_alias(settings().model_name, "challenger")
     return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from include.mlops import lake
+from include.mlops import lake, registry
 from include.mlops.core.schema import TRANSACTIONS
 from include.mlops.core.settings import Settings, settings
 
@@ -65,37 +65,36 @@ def score_day(day: dt.date, settings_: Settings | None = None) -> dict:
 
     # The registry's own reading: a missing alias is None, an unreachable registry is an error
     # (never a silently skipped day).
-    from include.mlops.promotion.promote import _alias_version
-    from include.mlops.training.train import configure_mlflow, feature_columns, load_scorer, with_features
+    from include.mlops.training.train import with_features
 
     s = settings_ or settings()
     started = time.perf_counter()
-    client = configure_mlflow(s)
-    champion = _alias_version(client, s.model_name, "champion")
+    client = registry.configure_mlflow(s)
+    champion = registry.alias_version(client, s.model_name, registry.CHAMPION)
     if champion is None:
         raise NoChampionError(
             f"registered model {s.model_name!r} has no 'champion' alias yet; {day} is not scored "
             "(train_model promotes the first model that passes the floors)"
         )
-    challenger = _alias_version(client, s.model_name, "challenger")
+    challenger = registry.alias_version(client, s.model_name, registry.CHALLENGER)
     if challenger == champion:
         challenger = None
 
     payments = _read_transactions(day, s)
     frame = with_features(payments, s)
     champion_uri = f"models:/{s.model_name}/{champion}"
-    columns = feature_columns(champion_uri)
+    columns = registry.feature_columns(champion_uri)
     out = frame[list(KEYS)].copy()
     for column in columns:
         out[column] = frame[column].astype("float64")
-    out[SCORE_CHAMPION] = load_scorer(champion_uri)(frame)
+    out[SCORE_CHAMPION] = registry.load_scorer(champion_uri)(frame)
     out["champion_version"] = champion
     if challenger is not None:
         challenger_uri = f"models:/{s.model_name}/{challenger}"
-        missing = [c for c in feature_columns(challenger_uri) if c not in frame.columns]
+        missing = [c for c in registry.feature_columns(challenger_uri) if c not in frame.columns]
         if missing:
             raise RuntimeError(f"challenger v{challenger} needs features the store lacks: {missing}")
-        out[SCORE_CHALLENGER] = load_scorer(challenger_uri)(frame)
+        out[SCORE_CHALLENGER] = registry.load_scorer(challenger_uri)(frame)
     else:
         out[SCORE_CHALLENGER] = float("nan")
     out["challenger_version"] = challenger if challenger is not None else -1

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from include.mlops import registry
 from include.mlops.core import settings as settings_module
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def _build_world(root: Path) -> dict:
             features.compute_features_for_day(day(n), settings=s)
         features.apply_definitions(settings=s)
         trained = training.train(day(TRAIN_AS_OF), 3, 2, "initial model", "test__initial", s)
-        client = training.configure_mlflow(s)
+        client = registry.configure_mlflow(s)
         client.set_registered_model_alias(s.model_name, "champion", str(trained["version"]))
         client.delete_registered_model_alias(s.model_name, "challenger")
         for n in range(FIRST_SCORED, DAYS + 1):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from include.mlops import registry
 from include.mlops.monitoring import monitor as drift
 from include.mlops.monitoring.monitor import ColumnDrift, DriftSummary, Performance, Policy, decide
 from tests.integration.scored_world import (
@@ -225,8 +226,6 @@ def monitored(world_settings: Settings, scored_world: World) -> Monitored:
     """Check the clean days, then the drifted days until the cooldown is over; then rerun days."""
     import mlflow
 
-    from include.mlops.training import train as training
-
     s = world_settings
     state = Monitored()
     with pytest.MonkeyPatch.context() as mp:
@@ -247,9 +246,9 @@ def monitored(world_settings: Settings, scored_world: World) -> Monitored:
         state.after_cooldown_running = state.drifted[after]
 
         # train_model finishes: it registers a version carrying the trigger's reason.
-        training.configure_mlflow(s)
+        registry.configure_mlflow(s)
         mlflow.register_model(
-            f"runs:/{scored_world.champion_run_id}/{training.MODEL_ARTIFACT}",
+            f"runs:/{scored_world.champion_run_id}/{registry.MODEL_ARTIFACT}",
             s.model_name,
             tags={"reason": state.drifted[state.first_trigger]["reason"]},
         )
@@ -325,7 +324,8 @@ def test_rerunning_a_day_never_triggers_twice(monitored: Monitored) -> None:
 
 def test_a_day_decides_only_under_the_model_lock(monitored: Monitored, world_settings: Settings) -> None:
     """``monitor_drift`` runs two days at a time in a backfill: each decision takes the model's lock."""
-    from include.mlops.promotion.promote import LockTimeout, promotion_lock
+    from include.mlops.promotion.promote import promotion_lock
+    from include.mlops.registry import LockTimeout
 
     assert monitored.first_trigger is not None
     before = drift.last_trigger(world_settings)
@@ -339,9 +339,8 @@ def test_a_day_decides_only_under_the_model_lock(monitored: Monitored, world_set
 def test_performance_is_measured_once_labels_have_arrived(
     monitored: Monitored, world_settings: Settings, scored_world: World
 ) -> None:
-    from include.mlops.training import train as training
 
-    client = training.configure_mlflow(world_settings)
+    client = registry.configure_mlflow(world_settings)
     baseline = client.get_run(scored_world.champion_run_id).data.metrics["pr_auc"]
     # Day 13: payments of days up to 8 are fully labelled; the model's OOT days end on day 6.
     measured = monitored.clean[13]["performance"]
@@ -357,11 +356,9 @@ def test_performance_is_measured_once_labels_have_arrived(
 def test_reports_are_saved_and_logged_once_per_day(monitored: Monitored, world_settings: Settings) -> None:
     import mlflow
 
-    from include.mlops.training import train as training
-
     assert monitored.first_trigger is not None
     s = world_settings
-    client = training.configure_mlflow(s)
+    client = registry.configure_mlflow(s)
     experiment = client.get_experiment_by_name(drift.experiment_name(s))
     assert str(s.home) in experiment.artifact_location
     for n in (FIRST_SCORED, monitored.first_trigger, monitored.first_trigger + COOLDOWN):

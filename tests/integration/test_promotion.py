@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from include.mlops import registry
 from include.mlops.core import settings as settings_module
 from include.mlops.core.schema import LABEL
 from include.mlops.core.settings import PROJECT_ROOT, load_settings
@@ -109,18 +110,16 @@ def register(zoo: Zoo, which: str, airflow_run_id: str, s: Settings) -> int:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
 
-    from include.mlops.training import train as training
-
     booster = getattr(zoo, which)
     columns = zoo.weak_columns if which == "weak" else zoo.good_columns
-    client = training.configure_mlflow(s)
-    experiment = training.ensure_experiment(client, s)
+    client = registry.configure_mlflow(s)
+    experiment = registry.ensure_experiment(client, registry.experiment_name("training", s), s)
     with mlflow.start_run(experiment_id=experiment, tags={"airflow_run_id": airflow_run_id}):
         info = mlflow.xgboost.log_model(
             booster,
-            name=training.MODEL_ARTIFACT,
+            name=registry.MODEL_ARTIFACT,
             signature=ModelSignature(inputs=Schema([ColSpec(DataType.double, c) for c in columns])),
-            pip_requirements=training.pip_requirements(),
+            pip_requirements=registry.pip_requirements(),
         )
     tags = {"airflow_run_id": airflow_run_id, "oot_start": str(zoo.oot_start), "oot_end": str(zoo.oot_end)}
     return int(mlflow.register_model(info.model_uri, s.model_name, tags=tags).version)
@@ -270,23 +269,22 @@ def test_promotion_and_rollback_on_the_registry(policy_env: Settings, zoo: Zoo) 
     import mlflow
 
     from include.mlops.promotion import promote as promotion
-    from include.mlops.training import train as training
 
     s = policy_env
-    client = training.configure_mlflow(s)
+    client = registry.configure_mlflow(s)
     name = s.model_name
 
     # A model without signal fails the floors: no champion.
     register(zoo, "shuffled", "run-shuffled", s)
     result = promotion.evaluate_and_promote_run("run-shuffled")
     assert result["outcome"] == "rejected" and not result["promoted"], result
-    assert promotion.champion_version() is None
+    assert registry.champion_version() is None
 
     # The first model that passes the floors is promoted.
     weak = register(zoo, "weak", "run-weak", s)
     result = promotion.evaluate_and_promote_run("run-weak")
     assert result["promoted"] and result["champion_after"] == weak, result
-    assert promotion.champion_version() == weak
+    assert registry.champion_version() == weak
 
     # A better one is promoted; the one it replaces stays reachable.
     good = register(zoo, "good", "run-good", s)
@@ -306,7 +304,7 @@ def test_promotion_and_rollback_on_the_registry(policy_env: Settings, zoo: Zoo) 
     worse = register(zoo, "weak", "run-worse", s)
     result = promotion.evaluate_and_promote_run("run-worse")
     assert not result["promoted"] and "worse" in result["reason"]
-    assert promotion.champion_version() == good
+    assert registry.champion_version() == good
 
     # Decisions are recorded on the version, the model and the challenger's run.
     tags = client.get_model_version(name, str(worse)).tags
@@ -324,7 +322,7 @@ def test_promotion_and_rollback_on_the_registry(policy_env: Settings, zoo: Zoo) 
     # Rolling back restores the earlier version and says why.
     rolled = promotion.rollback(weak, reason="version 3 blocks good customers")
     assert (rolled["champion_before"], rolled["champion_after"]) == (good, weak)
-    assert promotion.champion_version() == weak
+    assert registry.champion_version() == weak
     assert (
         client.get_model_version(name, str(weak)).tags["rollback_reason"] == "version 3 blocks good customers"
     )
@@ -381,7 +379,7 @@ def test_concurrent_promotions_cannot_both_win(
     (loser,) = [r for r in results.values() if not r["promoted"]]
     winner = winners[0]["challenger_version"]
     assert winner in (first, second)
-    assert promotion.champion_version() == winner
+    assert registry.champion_version() == winner
     # The loser was judged against the winner, inside the lock: a tie.
     assert loser["champion_before"] == winner and loser["outcome"] == "kept_champion"
 
@@ -421,7 +419,7 @@ def test_file_lock_excludes_another_process(mlops_home: Path) -> None:
     with _lock_held_elsewhere(dict(os.environ)) as held:
         assert held.startswith("file lock")
         with (
-            pytest.raises(promotion.LockTimeout, match="held for more than"),
+            pytest.raises(registry.LockTimeout, match="held for more than"),
             promotion.promotion_lock(timeout=0.5),
         ):
             pass
@@ -439,14 +437,14 @@ def test_advisory_lock_excludes_another_process(
     settings_module.settings.cache_clear()
     with _lock_held_elsewhere(dict(os.environ)) as held:
         assert held.startswith("postgresql advisory lock")
-        with pytest.raises(promotion.LockTimeout), promotion.promotion_lock(timeout=0.5):
+        with pytest.raises(registry.LockTimeout), promotion.promotion_lock(timeout=0.5):
             pass
     with promotion.promotion_lock(timeout=5) as held:
         assert held.startswith("postgresql advisory lock")
     monkeypatch.setenv("MLOPS_PROFILE", "cluster")
     monkeypatch.delenv("MLOPS_LOCK_DATABASE_URL")
     settings_module.settings.cache_clear()
-    with pytest.raises(promotion.PromotionError, match="MLOPS_LOCK_DATABASE_URL"), promotion.promotion_lock():
+    with pytest.raises(registry.LockUnavailable, match="MLOPS_LOCK_DATABASE_URL"), promotion.promotion_lock():
         pass
 
 
@@ -561,11 +559,11 @@ def test_cluster_profile_trains_promotes_and_serves(
             assert decision["promoted"] and decision["champion_after"] == result["version"], decision
 
             uri = f"models:/{s.model_name}@champion"
-            reference = training.reference_sample(result["run_id"])
-            scores = training.load_scorer(uri)(reference)
-            assert np.allclose(scores, reference[training.SCORE].to_numpy(), atol=1e-6)
-            client = training.configure_mlflow()
-            experiment = client.get_experiment_by_name(training.experiment_name())
+            reference = registry.reference_sample(result["run_id"])
+            scores = registry.load_scorer(uri)(reference)
+            assert np.allclose(scores, reference[registry.REFERENCE_SCORE].to_numpy(), atol=1e-6)
+            client = registry.configure_mlflow()
+            experiment = client.get_experiment_by_name(registry.experiment_name("training"))
             assert experiment.artifact_location.startswith(f"s3://{s3_bucket}/mlflow/")
 
     keys = [
@@ -575,6 +573,6 @@ def test_cluster_profile_trains_promotes_and_serves(
         .paginate(Bucket=s3_bucket, Prefix="mlflow/")
         for o in page.get("Contents", [])
     ]
-    assert any(k.endswith(training.REFERENCE_ARTIFACT) for k in keys), keys[:20]
+    assert any(k.endswith(registry.REFERENCE_ARTIFACT) for k in keys), keys[:20]
     assert any(k.endswith("MLmodel") for k in keys), keys[:20]
     assert any("/promotion/evaluation-" in k for k in keys), keys[:20]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from include.mlops import registry
 from include.mlops.core.schema import LABEL
 from include.mlops.core.settings import load_settings
 from tests.integration.scored_world import DAYS, SCORING_DAY, World, day
@@ -30,24 +31,22 @@ def _distinct_challenger(s: Settings, world: World) -> int:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
 
-    from include.mlops.training import train as training
-
-    client = training.configure_mlflow(s)
-    columns = training.feature_columns(f"models:/{s.model_name}/{world.champion_version}")
-    reference = training.reference_sample(world.champion_run_id, s)
+    client = registry.configure_mlflow(s)
+    columns = registry.feature_columns(f"models:/{s.model_name}/{world.champion_version}")
+    reference = registry.reference_sample(world.champion_run_id, s)
     x = reference[columns].astype("float64")
     booster = xgb.train(
         {"objective": "binary:logistic", "max_depth": 2, "eta": 0.3, "nthread": 1, "seed": 3},
         xgb.DMatrix(x, label=reference[LABEL].to_numpy()),
         num_boost_round=5,
     )
-    experiment_id = training.ensure_experiment(client, s)
+    experiment_id = registry.ensure_experiment(client, registry.experiment_name("training", s), s)
     with mlflow.start_run(experiment_id=experiment_id, run_name="shadow-challenger"):
         info = mlflow.xgboost.log_model(
             booster,
-            name=training.MODEL_ARTIFACT,
+            name=registry.MODEL_ARTIFACT,
             signature=ModelSignature(inputs=Schema([ColSpec(DataType.double, c) for c in columns])),
-            pip_requirements=training.pip_requirements(),
+            pip_requirements=registry.pip_requirements(),
         )
     version = int(mlflow.register_model(info.model_uri, s.model_name).version)
     assert version != world.champion_version
@@ -99,10 +98,9 @@ def test_the_shadow_challenger_is_scored_when_distinct(world_settings: Settings,
     import numpy as np
 
     from include.mlops import scoring
-    from include.mlops.training import train as training
 
     s = world_settings
-    client = training.configure_mlflow(s)
+    client = registry.configure_mlflow(s)
     challenger = _distinct_challenger(s, scored_world)
     client.set_registered_model_alias(s.model_name, "challenger", str(challenger))
     try:
@@ -114,9 +112,9 @@ def test_the_shadow_challenger_is_scored_when_distinct(world_settings: Settings,
     assert result["challenger_version"] == challenger
     assert (frame["challenger_version"] == challenger).all()
     assert frame["score_challenger"].notna().all()
-    expected = training.load_scorer(f"models:/{s.model_name}/{challenger}")(frame)
+    expected = registry.load_scorer(f"models:/{s.model_name}/{challenger}")(frame)
     assert np.allclose(frame["score_challenger"].to_numpy(), expected, atol=1e-6)
-    champion = training.load_scorer(f"models:/{s.model_name}/{scored_world.champion_version}")(frame)
+    champion = registry.load_scorer(f"models:/{s.model_name}/{scored_world.champion_version}")(frame)
     assert np.allclose(frame["score_champion"].to_numpy(), champion, atol=1e-6)
     # A different model: the shadow scores are its own, not a copy of the champion's.
     assert not np.allclose(frame["score_challenger"].to_numpy(), frame["score_champion"].to_numpy())

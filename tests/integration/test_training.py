@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from include.mlops import registry
 from include.mlops.core import settings as settings_module
 from include.mlops.core.schema import LABEL
 from include.mlops.core.settings import PROJECT_ROOT, load_settings
@@ -112,7 +113,7 @@ def test_train_registers_a_challenger_with_its_lineage(lake_settings: Settings, 
     assert (window["train_start"], window["train_end"]) == ("2026-01-02", "2026-01-17")
 
     name = lake_settings.model_name
-    client = training.configure_mlflow(lake_settings)
+    client = registry.configure_mlflow(lake_settings)
     version = client.get_model_version(name, str(result["version"]))
     assert client.get_model_version_by_alias(name, "challenger").version == version.version
     for key, value in {
@@ -148,7 +149,7 @@ def test_train_registers_a_challenger_with_its_lineage(lake_settings: Settings, 
     )
 
     # Lineage: a fingerprint per partition file, and the validation reports that exist.
-    lineage = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{training.LINEAGE_ARTIFACT}")
+    lineage = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{registry.LINEAGE_ARTIFACT}")
     part = next(
         p for p in lineage["partitions"] if p["dataset"] == "transactions" and p["day"] == "2026-01-18"
     )
@@ -162,13 +163,13 @@ def test_train_registers_a_challenger_with_its_lineage(lake_settings: Settings, 
     assert reports[("transactions", "2026-01-11")]["present"] is False
 
     # The reference sample for the drift monitor, and the scorer reproduces its predictions.
-    reference = training.reference_sample(run.info.run_id)
+    reference = registry.reference_sample(run.info.run_id)
     assert len(reference) == min(training.REFERENCE_ROWS, int(metrics["oot_rows"]))
-    assert {training.SCORE, LABEL, *features.FEATURE_COLUMNS} <= set(reference.columns)
+    assert {registry.REFERENCE_SCORE, LABEL, *features.FEATURE_COLUMNS} <= set(reference.columns)
     uri = f"models:/{name}@challenger"
-    assert training.feature_columns(uri) == list(features.FEATURE_COLUMNS)
-    scores = training.load_scorer(uri)(reference)
-    assert np.allclose(scores, reference[training.SCORE].to_numpy(), atol=1e-6)
+    assert registry.feature_columns(uri) == list(features.FEATURE_COLUMNS)
+    scores = registry.load_scorer(uri)(reference)
+    assert np.allclose(scores, reference[registry.REFERENCE_SCORE].to_numpy(), atol=1e-6)
     assert ((scores >= 0) & (scores <= 1)).all() and scores.std() > 0
     # pyfunc gives probabilities too (the raw booster is logged), for float inputs.
     pyfunc = mlflow.pyfunc.load_model(uri).predict(
@@ -182,7 +183,6 @@ def test_train_registers_a_challenger_with_its_lineage(lake_settings: Settings, 
 
 
 def test_cli_trains_in_a_subprocess(lake_settings: Settings) -> None:
-    from include.mlops.training import train as training
 
     env = {**os.environ, **lake_settings.as_env(), "PYTHONPATH": str(PROJECT_ROOT)}
     argv = [
@@ -200,7 +200,7 @@ def test_cli_trains_in_a_subprocess(lake_settings: Settings) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["window"]["oot_start"] == "2026-01-19"
-    version = training.configure_mlflow(lake_settings).get_model_version(
+    version = registry.configure_mlflow(lake_settings).get_model_version(
         lake_settings.model_name, str(result["version"])
     )
     assert version.tags["airflow_run_id"] == "manual__cli"

@@ -11,7 +11,7 @@ for free.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,43 +29,121 @@ class SettingsError(ValueError):
     """A setting has a value the project cannot use."""
 
 
+def knob(env: str, doc: str, shown: str, **options: Any) -> Any:
+    """A settings field read from the variable ``env``; ``doc`` and ``shown`` (its default as the
+    README shows it) are the knob's one documentation: ``settings --markdown`` prints them."""
+    return field(metadata={"env": env, "doc": doc, "shown": shown}, **options)
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of the project. Field names are the environment variables, lower-cased."""
+    """The pipeline's settings: where everything lives and which backends run it."""
 
-    profile: str
-    home: Path
-    landing_url: str
-    lake_url: str
-    quarantine_url: str
-    reports_url: str
-    s3_endpoint_url: str | None
-    seed: int
-    sensor_poke_seconds: int
+    profile: str = knob("MLOPS_PROFILE", "`embedded` or `cluster`", "`embedded`")
+    home: Path = knob(
+        "MLOPS_HOME",
+        "root of all runtime state (git-ignored); nothing is written into the source tree",
+        "`.local/` in the project",
+    )
+    landing_url: str = knob(
+        "MLOPS_LANDING_URL",
+        "where drops land: `transactions/dt=YYYY-MM-DD/` and `labels/dt=YYYY-MM-DD/`, `*.parquet` or "
+        "`*.csv` then `_SUCCESS`; a folder or `s3://bucket/prefix`",
+        "`$MLOPS_HOME/landing`",
+    )
+    lake_url: str = knob(
+        "MLOPS_LAKE_URL",
+        "validated data, features and predictions, one partition per day",
+        "`$MLOPS_HOME/lake`",
+    )
+    quarantine_url: str = knob(
+        "MLOPS_QUARANTINE_URL", "rejected drops' validation results and Data Docs", "`$MLOPS_HOME/quarantine`"
+    )
+    reports_url: str = knob(
+        "MLOPS_REPORTS_URL",
+        "validation Data Docs and drift reports, one stable path per day",
+        "`$MLOPS_HOME/reports`",
+    )
+    s3_endpoint_url: str | None = knob(
+        "MLOPS_S3_ENDPOINT_URL",
+        "S3 endpoint for a non-AWS server (MinIO, moto); `AWS_ENDPOINT_URL` is honoured too",
+        "unset (AWS)",
+    )
+    seed: int = knob("MLOPS_SEED", "seed of the simulator and of every deterministic sample", "`7`")
+    sensor_poke_seconds: int = knob(
+        "MLOPS_SENSOR_POKE_SECONDS", "how often the deferred landing sensors look for `_SUCCESS`", "`30`"
+    )
     # MLflow
-    mlflow_tracking_uri: str
-    mlflow_artifact_url: str
-    model_name: str
+    mlflow_tracking_uri: str = knob(
+        "MLFLOW_TRACKING_URI", "MLflow tracking and registry", "`sqlite:///$MLOPS_HOME/mlflow/mlflow.db`"
+    )
+    mlflow_artifact_url: str = knob(
+        "MLOPS_MLFLOW_ARTIFACT_URL",
+        "MLflow artifact root (`s3://...` in the cluster)",
+        "`$MLOPS_HOME/mlflow/artifacts`",
+    )
+    mlflow_ui_url: str = knob(
+        "MLOPS_MLFLOW_UI_URL", 'MLflow UI the "MLflow run" buttons open', "`http://127.0.0.1:5000`"
+    )
+    model_name: str = knob("MLOPS_MODEL_NAME", "the registered model", "`card_fraud`")
+    lock_database_url: str | None = knob(
+        "MLOPS_LOCK_DATABASE_URL",
+        "PostgreSQL URL for the model's lock (advisory lock); required in the cluster profile, a "
+        "file lock under `MLOPS_HOME` otherwise",
+        "unset",
+    )
     # Feast
-    feast_repo: Path
-    feast_registry: str
-    feast_online_path: str
-    redis_url: str
+    feast_repo: Path = knob("MLOPS_FEAST_REPO", "the Feast repository", "`feature_repo/`")
+    feast_registry: str = knob(
+        "MLOPS_FEAST_REGISTRY",
+        "Feast registry: a file (embedded) or a SQLAlchemy PostgreSQL URL (cluster: SQL registry)",
+        "`$MLOPS_HOME/feast/registry.db`",
+    )
+    feast_online_path: str = knob(
+        "MLOPS_FEAST_ONLINE_PATH", "Feast SQLite online store (embedded)", "`$MLOPS_HOME/feast/online.db`"
+    )
+    redis_url: str = knob(
+        "MLOPS_REDIS_URL",
+        "Feast Redis online store (cluster); `redis://host:6379/0` is accepted",
+        "`127.0.0.1:6379`",
+    )
     # Training
-    train_cron: str | None
-    training_backend: str
-    training_image: str
-    k8s_namespace: str
-    k8s_gpu_node_selector: str
-    k8s_gpu_toleration: str
-    k8s_secret_name: str
+    train_cron: str | None = knob(
+        "MLOPS_TRAIN_CRON",
+        "nightly training schedule (UTC); `none` leaves only drift-triggered and manual runs",
+        "`0 2 * * *`",
+    )
+    training_backend: str = knob(
+        "MLOPS_TRAINING_BACKEND", "`local` (subprocess) or `kubernetes` (KubernetesPodOperator)", "`local`"
+    )
+    training_image: str = knob(
+        "MLOPS_TRAINING_IMAGE",
+        "image of the training pod (this project's `Dockerfile`)",
+        "`card-fraud-mlops:latest`",
+    )
+    k8s_namespace: str = knob("MLOPS_K8S_NAMESPACE", "namespace of the training pod", "`mlops`")
+    k8s_gpu_node_selector: str = knob(
+        "MLOPS_K8S_GPU_NODE_SELECTOR",
+        "node selector of the GPU pool (`key=value`)",
+        "`nvidia.com/gpu.present=true`",
+    )
+    k8s_gpu_toleration: str = knob(
+        "MLOPS_K8S_GPU_TOLERATION",
+        "toleration for the GPU pool (`key=value:effect`)",
+        "`nvidia.com/gpu=present:NoSchedule`",
+    )
+    k8s_secret_name: str = knob(
+        "MLOPS_K8S_SECRET_NAME",
+        "Kubernetes secret holding MLflow and S3 credentials for the pod",
+        "`mlops-credentials`",
+    )
 
     @property
     def is_cluster(self) -> bool:
         return self.profile == "cluster"
 
     def as_env(self) -> dict[str, str]:
-        """The settings as ``MLOPS_*`` variables, to hand to a subprocess or a pod unchanged."""
+        """The settings as their variables, to hand to a subprocess or a pod unchanged."""
         env = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -73,8 +151,7 @@ class Settings:
                 value = "none"
             if value is None:
                 continue
-            key = "MLFLOW_TRACKING_URI" if f.name == "mlflow_tracking_uri" else f"MLOPS_{f.name.upper()}"
-            env[key] = str(value)
+            env[f.metadata["env"]] = str(value)
         return env
 
 
@@ -148,6 +225,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         k8s_gpu_node_selector=_env(environ, "MLOPS_K8S_GPU_NODE_SELECTOR", "nvidia.com/gpu.present=true"),
         k8s_gpu_toleration=_env(environ, "MLOPS_K8S_GPU_TOLERATION", "nvidia.com/gpu=present:NoSchedule"),
         k8s_secret_name=_env(environ, "MLOPS_K8S_SECRET_NAME", "mlops-credentials"),
+        mlflow_ui_url=_env(environ, "MLOPS_MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/"),
+        lock_database_url=_env(environ, "MLOPS_LOCK_DATABASE_URL", "") or None,
     )
 
 

@@ -86,7 +86,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.mlops import lake
+from include.mlops import lake, registry
 from include.mlops.core.schema import LABEL, LABELS, MAX_LABEL_DELAY_DAYS
 from include.mlops.core.settings import env_number
 from include.mlops.core.settings import settings as current_settings
@@ -143,7 +143,6 @@ SUPPRESSED_RUNNING = "retrain_running"
 _SCORE = "score_champion"
 _VERSION = "champion_version"
 _ID = "transaction_id"
-_TAG_LIMIT = 4000
 _PSI_BINS = 10
 _PSI_FLOOR = 1e-4
 _MAX_DISCRETE = 20
@@ -591,10 +590,8 @@ def load_reference(version: int, settings: Settings | None = None) -> pd.DataFra
 
     import pandas as pd
 
-    from include.mlops.training.train import REFERENCE_ARTIFACT, configure_mlflow, reference_sample
-
     s = _settings(settings)
-    client = configure_mlflow(s)
+    client = registry.configure_mlflow(s)
     run_id = client.get_model_version(s.model_name, str(version)).run_id
     if not run_id:
         raise RuntimeError(
@@ -604,12 +601,13 @@ def load_reference(version: int, settings: Settings | None = None) -> pd.DataFra
     if cache.exists():
         return pd.read_parquet(cache)
     try:
-        frame = reference_sample(run_id, s)
+        frame = registry.reference_sample(run_id, s)
     except Exception as error:
         raise RuntimeError(
             f"{s.model_name} version {version} (run {run_id}) has no readable reference sample "
-            f"{REFERENCE_ARTIFACT}: it was not trained by include.mlops.training, so its drift cannot be "
-            f"judged. Retrain (train_model) to get a version that has one. ({type(error).__name__}: {error})"
+            f"{registry.REFERENCE_ARTIFACT}: it was not trained by include.mlops.training, so its drift "
+            "cannot be judged. Retrain (train_model) to get a version that has one. "
+            f"({type(error).__name__}: {error})"
         ) from error
     try:
         buffer = io.BytesIO()
@@ -743,10 +741,9 @@ def measure_performance(
     import pyarrow.compute as pc
 
     from include.mlops.core.metrics import TARGET_FPR, average_precision, recall_at_fpr
-    from include.mlops.training.train import configure_mlflow
 
     s = _settings(settings)
-    client = configure_mlflow(s)
+    client = registry.configure_mlflow(s)
     mv = client.get_model_version(s.model_name, str(version))
     baseline = _run_metrics(client, mv.run_id)
     base = {
@@ -846,10 +843,8 @@ def last_trigger(settings: Settings | None = None) -> Trigger | None:
     """The last drift-triggered retrain request, from the registered model's tags (``None``: never)."""
     from mlflow.exceptions import MlflowException
 
-    from include.mlops.training.train import configure_mlflow
-
     s = _settings(settings)
-    client = configure_mlflow(s)
+    client = registry.configure_mlflow(s)
     try:
         tags = client.get_registered_model(s.model_name).tags
     except MlflowException:
@@ -879,7 +874,6 @@ def retrain_running(trigger: Trigger | None, policy: Policy, settings: Settings 
     Its model is a version whose ``reason`` tag starts with ``drift on <trigger day>`` (the reason
     travels from the trigger to ``train_model`` and onto the version it registers).
     """
-    from include.mlops.training.train import configure_mlflow
 
     if trigger is None or not trigger.requested_at:
         return False
@@ -893,7 +887,7 @@ def retrain_running(trigger: Trigger | None, policy: Policy, settings: Settings 
     if age_hours >= policy.retrain_timeout_hours:
         return False
     s = _settings(settings)
-    client = configure_mlflow(s)
+    client = registry.configure_mlflow(s)
     prefix = f"drift on {trigger.day.isoformat()}"
     versions = client.search_model_versions(f"name = '{s.model_name}'")
     return not any(v.tags.get("reason", "").startswith(prefix) for v in versions)
@@ -903,13 +897,12 @@ def record_trigger(
     verdict: Verdict, model_version: int, airflow_run_id: str | None, settings: Settings | None = None
 ) -> Trigger:
     """Record a retrain request on the registered model (the cooldown's state)."""
-    from include.mlops.training.train import configure_mlflow
 
     s = _settings(settings)
-    client = configure_mlflow(s)
+    client = registry.configure_mlflow(s)
     trigger = Trigger(
         day=verdict.day,
-        reason=verdict.reason[:_TAG_LIMIT],
+        reason=registry.cut(verdict.reason),
         requested_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         model_version=str(model_version),
         airflow_run_id=airflow_run_id or "",
@@ -937,13 +930,11 @@ def report_location(day: dt.date, settings: Settings | None = None) -> lake.Loca
 
 def experiment_name(settings: Settings | None = None) -> str:
     """The MLflow experiment of the drift checks: ``<model_name>-monitoring``."""
-    return f"{_settings(settings).model_name}-monitoring"
+    return registry.experiment_name("monitoring", settings)
 
 
 def _experiment_id(client: Any, s: Settings) -> str:
-    from include.mlops.training.train import ensure_experiment
-
-    return ensure_experiment(client, s, name=experiment_name(s))
+    return registry.ensure_experiment(client, experiment_name(s), s)
 
 
 def monitoring_run(day: dt.date, settings: Settings | None = None) -> str:
@@ -952,10 +943,9 @@ def monitoring_run(day: dt.date, settings: Settings | None = None) -> str:
     A day has one run: a rerun reuses it (extra ones, e.g. from a crash between creation and
     tagging, are deleted).
     """
-    from include.mlops.training.train import configure_mlflow
 
     s = _settings(settings)
-    client = configure_mlflow(s)
+    client = registry.configure_mlflow(s)
     experiment_id = _experiment_id(client, s)
     runs = client.search_runs(
         [experiment_id], filter_string=f"tags.{RUN_DAY_TAG} = '{day.isoformat()}'", max_results=20
@@ -1021,8 +1011,8 @@ def _log_run(
         "retrain": str(result["retrain"]).lower(),
         "signals": ",".join(result["signals"]) or "none",
         "suppressed_by": result.get("suppressed_by") or "",
-        "reason": result["reason"][:_TAG_LIMIT],
-        "mlflow.note.content": result["explanation"][:_TAG_LIMIT],
+        "reason": registry.cut(result["reason"]),
+        "mlflow.note.content": registry.cut(result["explanation"]),
     }
     client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
     client.log_artifacts(run_id, str(folder), artifact_path=REPORT_FOLDER)
@@ -1043,14 +1033,12 @@ def monitor_day(day: dt.date, airflow_run_id: str | None = None, settings: Setti
     """
     import pyarrow as pa
 
-    from include.mlops.training.train import SCORE, configure_mlflow
-
     started = time.perf_counter()
     if isinstance(day, str):
         day = dt.date.fromisoformat(day)
     s = _settings(settings)
     policy = Policy.from_env()
-    client = configure_mlflow(s)
+    client = registry.configure_mlflow(s)
 
     # The day, sampled.
     loc = lake.partition_file(lake.PREDICTIONS, day, s)
@@ -1074,7 +1062,7 @@ def monitor_day(day: dt.date, airflow_run_id: str | None = None, settings: Setti
     reference = load_reference(version, s)
     missing_in_reference = [f for f in features if f not in reference.columns]
     features = [f for f in features if f in reference.columns]
-    reference = reference.rename(columns={SCORE: PREDICTION})
+    reference = reference.rename(columns={registry.REFERENCE_SCORE: PREDICTION})
     for column in features:
         reference[column] = reference[column].astype("float64")
     t = time.perf_counter()
@@ -1088,13 +1076,12 @@ def monitor_day(day: dt.date, airflow_run_id: str | None = None, settings: Setti
     performance = measure_performance(day, version, policy, s)
     # Reading the cooldown state, deciding and recording a request happen under the model's lock
     # (the promotion lock), so two days monitored at once cannot both pass the cooldown.
-    from include.mlops.promotion.promote import promotion_lock
 
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
         local = Path(tmp)
         snapshot.save_html(str(local / HTML_NAME))
         (local / JSON_NAME).write_text(snapshot.json())
-        with promotion_lock(s):
+        with registry.model_lock(env_number("MLOPS_PROMOTION_LOCK_TIMEOUT", 600.0, float), s):
             trigger = last_trigger(s)
             running = retrain_running(trigger, policy, s)
             verdict = decide(summary, performance, trigger.day if trigger else None, day, policy, running)

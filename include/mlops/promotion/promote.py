@@ -63,15 +63,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
-import os
-import socket
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from include.mlops import registry
 from include.mlops.core.metrics import TARGET_FPR, classification_metrics
 from include.mlops.core.schema import LABEL
 from include.mlops.core.settings import env_number
@@ -85,9 +82,6 @@ if TYPE_CHECKING:
 
     from include.mlops.core.settings import Settings
 
-CHAMPION_ALIAS = "champion"
-CHALLENGER_ALIAS = "challenger"
-PREVIOUS_CHAMPION_ALIAS = "previous_champion"
 
 DEFAULT_MARGIN = 0.005
 DEFAULT_MIN_PR_AUC = 0.30
@@ -100,15 +94,10 @@ MAX_CALIBRATION_RATIO = 10.0
 """The mean score may differ from the observed fraud rate by at most this factor either way."""
 
 PROMOTED, KEPT, REJECTED, ALREADY = "promoted", "kept_champion", "rejected", "already_champion"
-_TAG_LIMIT = 4000
 
 
 class PromotionError(RuntimeError):
     """Promotion cannot proceed; the message says why and what to do."""
-
-
-class LockTimeout(PromotionError):
-    """Another promotion or rollback held the lock for longer than the timeout."""
 
 
 def _log(message: str) -> None:
@@ -121,10 +110,6 @@ def _settings(settings: Settings | None) -> Settings:
 
 def _env_float(name: str, default: float) -> float:
     return env_number(name, default, float)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -439,129 +424,15 @@ def decide(
 
 
 # --------------------------------------------------------------------------------------------------
-# The lock
-
-
-def _lock_key(name: str) -> int:
-    """A signed 64-bit advisory-lock key derived from the model name."""
-    return int.from_bytes(hashlib.sha256(f"mlops-promotion:{name}".encode()).digest()[:8], "big", signed=True)
-
-
-def _libpq_url(url: str) -> str:
-    """A SQLAlchemy URL (``postgresql+psycopg2://``) as libpq accepts it."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme.split('+', 1)[0]}{sep}{rest}" if sep else url
+# Registry access
 
 
 @contextlib.contextmanager
 def promotion_lock(settings: Settings | None = None, timeout: float | None = None) -> Iterator[str]:
-    """Hold the exclusive promotion lock of the model for the ``with`` block; yields its description.
-
-    PostgreSQL advisory lock when ``MLOPS_LOCK_DATABASE_URL`` is set; otherwise a file lock under
-    ``MLOPS_HOME/locks`` (embedded profile only: the cluster profile refuses to run without the
-    database lock, since a file lock does not reach across pods). Raises :class:`LockTimeout`.
-    """
-    s = _settings(settings)
+    """The model's lock (:func:`include.mlops.registry.model_lock`) for promotions and rollbacks."""
     timeout = _env_float("MLOPS_PROMOTION_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT) if timeout is None else timeout
-    url = os.environ.get("MLOPS_LOCK_DATABASE_URL", "").strip()
-    if url:
-        with _advisory_lock(url, s.model_name, timeout) as held:
-            yield held
-        return
-    if s.is_cluster:
-        raise PromotionError(
-            "the cluster profile needs MLOPS_LOCK_DATABASE_URL (a PostgreSQL URL) for the promotion "
-            "lock: a file lock would not stop a promotion running in another pod"
-        )
-    with _file_lock(s, timeout) as held:
+    with registry.model_lock(timeout, settings) as held:
         yield held
-
-
-@contextlib.contextmanager
-def _file_lock(s: Settings, timeout: float) -> Iterator[str]:
-    import fcntl
-
-    folder = s.home / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"promotion-{s.model_name}.lock"
-    deadline = time.monotonic() + timeout
-    with open(path, "a+") as handle:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "unknown"
-                    raise LockTimeout(
-                        f"the promotion lock {path} was held for more than {timeout:.0f}s (holder: {holder})"
-                    ) from None
-                time.sleep(0.05)
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
-            handle.flush()
-            yield f"file lock {path}"
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _advisory_lock(url: str, name: str, timeout: float) -> Iterator[str]:
-    import psycopg2
-
-    key = _lock_key(name)
-    conn = psycopg2.connect(_libpq_url(url), connect_timeout=10, application_name="mlops-promotion")
-    conn.autocommit = True
-    try:
-        deadline = time.monotonic() + timeout
-        with conn.cursor() as cur:
-            while True:
-                cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
-                if cur.fetchone()[0]:
-                    break
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"the PostgreSQL advisory lock {key} (promotion of {name}) was held for more than "
-                        f"{timeout:.0f}s; see pg_locks where locktype = 'advisory'"
-                    )
-                time.sleep(0.1)
-        try:
-            yield f"postgresql advisory lock {key}"
-        finally:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
-    finally:
-        conn.close()
-
-
-# --------------------------------------------------------------------------------------------------
-# Registry access
-
-
-def _client(s: Settings) -> Any:
-    from include.mlops.training.train import configure_mlflow
-
-    return configure_mlflow(s)
-
-
-def _alias_version(client: Any, name: str, alias: str) -> int | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return int(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None
-        raise
-
-
-def champion_version(settings: Settings | None = None) -> int | None:
-    """The version the ``champion`` alias points at, or ``None`` when there is none yet."""
-    s = _settings(settings)
-    return _alias_version(_client(s), s.model_name, CHAMPION_ALIAS)
 
 
 def _quote(value: str) -> str:
@@ -571,7 +442,7 @@ def _quote(value: str) -> str:
 def version_for_run(airflow_run_id: str, settings: Settings | None = None) -> int:
     """The newest version registered by the Airflow run ``airflow_run_id`` (its version tag)."""
     s = _settings(settings)
-    client = _client(s)
+    client = registry.configure_mlflow(s)
     found = client.search_model_versions(
         f"name = {_quote(s.model_name)} and tags.airflow_run_id = {_quote(airflow_run_id)}"
     )
@@ -581,11 +452,6 @@ def version_for_run(airflow_run_id: str, settings: Settings | None = None) -> in
             "of that run succeed and register a model?"
         )
     return max(int(v.version) for v in found)
-
-
-def _set_version_tags(client: Any, name: str, version: int, tags: dict[str, Any]) -> None:
-    for key, value in tags.items():
-        client.set_model_version_tag(name, str(version), key, str(value)[:_TAG_LIMIT])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -615,18 +481,16 @@ class Evaluation:
 
 
 def _score(name: str, version: int, frame: pd.DataFrame) -> ModelScores:
-    from include.mlops.training.train import feature_columns, load_scorer
-
     uri = f"models:/{name}/{version}"
     try:
-        columns = feature_columns(uri)
+        columns = registry.feature_columns(uri)
     except Exception as error:
         return ModelScores(version, None, error=f"cannot read the signature of {uri}: {error}")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         return ModelScores(version, None, columns, missing)
     try:
-        return ModelScores(version, load_scorer(uri)(frame), columns)
+        return ModelScores(version, registry.load_scorer(uri)(frame), columns)
     except Exception as error:
         return ModelScores(version, None, columns, error=f"{type(error).__name__}: {error}")
 
@@ -646,7 +510,7 @@ def evaluate(
     from include.mlops.training.train import fingerprint_digest, oot_frame
 
     s = _settings(settings)
-    client = _client(s)
+    client = registry.configure_mlflow(s)
     mv = client.get_model_version(s.model_name, str(challenger_version))
     try:
         oot_start = dt.date.fromisoformat(mv.tags["oot_start"])
@@ -688,7 +552,7 @@ def _report(
         "model": name,
         "challenger_version": evaluation.challenger.version,
         "champion_version_before": before,
-        "decided_at": _now(),
+        "decided_at": registry.now(),
         "oot_start": evaluation.oot_start.isoformat(),
         "oot_end": evaluation.oot_end.isoformat(),
         "rows": evaluation.rows,
@@ -709,15 +573,15 @@ def evaluate_and_promote_run(airflow_run_id: str, settings: Settings | None = No
     is already champion is reported as such.
     """
     s = _settings(settings)
-    client = _client(s)
+    client = registry.configure_mlflow(s)
     policy = Policy.from_env(seed=s.seed)
     challenger = version_for_run(airflow_run_id, s)
-    seen_champion = champion_version(s)
+    seen_champion = registry.champion_version(s)
     _log(f"{s.model_name}: judging version {challenger} against champion {seen_champion}")
     evaluation = evaluate(challenger, seen_champion, s)
 
     with promotion_lock(s) as lock:
-        current = champion_version(s)
+        current = registry.champion_version(s)
         if current != seen_champion:
             _log(f"the champion moved to {current} during the evaluation: judging against it")
             evaluation = evaluate(challenger, current, s, frame=evaluation.frame)
@@ -731,9 +595,9 @@ def evaluate_and_promote_run(airflow_run_id: str, settings: Settings | None = No
         report["airflow_run_id"] = airflow_run_id
         if decision.promote:
             # The single point of commit.
-            client.set_registered_model_alias(s.model_name, CHAMPION_ALIAS, str(challenger))
+            registry.move_alias(client, s.model_name, registry.CHAMPION, challenger)
             if current is not None:
-                client.set_registered_model_alias(s.model_name, PREVIOUS_CHAMPION_ALIAS, str(current))
+                registry.move_alias(client, s.model_name, registry.PREVIOUS_CHAMPION, current)
         after = challenger if decision.promote else current
         if decision.outcome != ALREADY:  # a rerun keeps the record of the decision that promoted it
             _record(client, s, evaluation, decision, report, current, after)
@@ -782,7 +646,7 @@ def _record(
     boot = decision.comparison.get("bootstrap")
     if boot:
         tags["delta_pr_auc_interval"] = json.dumps([round(v, 6) for v in boot["delta_pr_auc_interval"]])
-    _set_version_tags(client, s.model_name, version, tags)
+    registry.set_version_tags(client, s.model_name, version, tags)
     summary = {
         "action": "promotion",
         "version": version,
@@ -794,9 +658,9 @@ def _record(
         "challenger_metrics": {k: round(v, 6) for k, v in decision.challenger_metrics.items()},
         "champion_metrics": {k: round(v, 6) for k, v in (decision.champion_metrics or {}).items()},
     }
-    client.set_registered_model_tag(s.model_name, "last_decision", json.dumps(summary)[:_TAG_LIMIT])
+    client.set_registered_model_tag(s.model_name, "last_decision", registry.cut(json.dumps(summary)))
     if decision.promote:
-        client.set_registered_model_tag(s.model_name, "last_promotion", json.dumps(summary)[:_TAG_LIMIT])
+        client.set_registered_model_tag(s.model_name, "last_promotion", registry.cut(json.dumps(summary)))
     mv = client.get_model_version(s.model_name, str(version))
     if mv.run_id:
         stamp = at.replace(":", "").replace("+", "Z")
@@ -813,7 +677,7 @@ def rollback(version: int, reason: str, settings: Settings | None = None) -> dic
     from mlflow.exceptions import MlflowException
 
     s = _settings(settings)
-    client = _client(s)
+    client = registry.configure_mlflow(s)
     if not reason or not reason.strip():
         raise PromotionError("a rollback needs a reason (it is recorded on the model)")
     try:
@@ -824,17 +688,17 @@ def rollback(version: int, reason: str, settings: Settings | None = None) -> dic
             f"(see the registry for the versions that exist)"
         ) from None
     with promotion_lock(s) as lock:
-        current = champion_version(s)
-        at = _now()
+        current = registry.champion_version(s)
+        at = registry.now()
         if current == version:
             outcome = ALREADY
         else:
             # The single point of commit.
-            client.set_registered_model_alias(s.model_name, CHAMPION_ALIAS, str(version))
+            registry.move_alias(client, s.model_name, registry.CHAMPION, version)
             if current is not None:
-                client.set_registered_model_alias(s.model_name, PREVIOUS_CHAMPION_ALIAS, str(current))
+                registry.move_alias(client, s.model_name, registry.PREVIOUS_CHAMPION, current)
             outcome = "rolled_back"
-        _set_version_tags(
+        registry.set_version_tags(
             client,
             s.model_name,
             version,
@@ -846,7 +710,7 @@ def rollback(version: int, reason: str, settings: Settings | None = None) -> dic
             },
         )
         if current is not None and current != version:
-            _set_version_tags(
+            registry.set_version_tags(
                 client,
                 s.model_name,
                 current,
@@ -862,7 +726,7 @@ def rollback(version: int, reason: str, settings: Settings | None = None) -> dic
             "at": at,
             "lock": lock,
         }
-        client.set_registered_model_tag(s.model_name, "last_decision", json.dumps(summary)[:_TAG_LIMIT])
+        client.set_registered_model_tag(s.model_name, "last_decision", registry.cut(json.dumps(summary)))
     _log(f"{s.model_name}: champion {current} -> {version} ({outcome}): {reason}")
     return {
         "model": s.model_name,

@@ -41,7 +41,8 @@ trained and scored on the same split in the same run (``baseline_*`` metrics).
 
 The model is logged with MLflow's xgboost flavour as a raw ``Booster`` (objective
 ``binary:logistic``), so ``mlflow.pyfunc`` ``predict`` returns fraud probabilities.
-:func:`load_scorer` and :func:`feature_columns` are the supported way to use a registered version.
+:func:`include.mlops.registry.load_scorer` and :func:`~include.mlops.registry.feature_columns`
+are the supported way to use a registered version.
 
 Knobs (environment, optional):
 
@@ -59,7 +60,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import os
 import resource
@@ -69,16 +69,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
-from include.mlops import lake
+from include.mlops import lake, registry
 from include.mlops.core.metrics import classification_metrics
 from include.mlops.core.schema import LABEL, LABELS, MAX_LABEL_DELAY_DAYS, TRANSACTIONS
 from include.mlops.core.settings import PROJECT_ROOT, env_number
 from include.mlops.core.settings import settings as current_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Iterable, Iterator
 
     import numpy as np
     import pandas as pd
@@ -87,7 +86,6 @@ if TYPE_CHECKING:
     from include.mlops.core.settings import Settings
 
 WEIGHT = "sample_weight"
-SCORE = "prediction"
 VALIDATION_SHARE = 0.2
 NEGATIVES_PER_POSITIVE = 20
 MAX_OOT_ROWS = 1_000_000
@@ -96,12 +94,6 @@ MAX_BASELINE_ROWS = 500_000
 MAX_ROUNDS = 600
 EARLY_STOPPING_ROUNDS = 50
 REFERENCE_ROWS = 5_000
-
-CHALLENGER_ALIAS = "challenger"
-CHAMPION_ALIAS = "champion"
-MODEL_ARTIFACT = "model"
-LINEAGE_ARTIFACT = "lineage/data_lineage.json"
-REFERENCE_ARTIFACT = "reference/reference_sample.parquet"
 
 
 class TrainingDataError(RuntimeError):
@@ -601,101 +593,6 @@ def fingerprint_digest(fingerprints: Iterable[dict]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# MLflow
-
-
-def experiment_name(settings: Settings | None = None) -> str:
-    """The MLflow experiment training runs go to: ``<model_name>-training``."""
-    return f"{_settings(settings).model_name}-training"
-
-
-def configure_mlflow(settings: Settings | None = None) -> Any:
-    """Point MLflow at the settings' tracking server and registry; returns an ``MlflowClient``.
-
-    For a local SQLite backend the folder is created; for S3 artifacts behind a non-AWS endpoint
-    ``MLFLOW_S3_ENDPOINT_URL`` is set from ``MLOPS_S3_ENDPOINT_URL`` when it is not set already.
-    """
-    import mlflow
-    from mlflow import MlflowClient
-
-    s = _settings(settings)
-    uri = s.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    if s.s3_endpoint_url and not os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
-        os.environ["MLFLOW_S3_ENDPOINT_URL"] = s.s3_endpoint_url
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def ensure_experiment(client: Any, settings: Settings | None = None, name: str | None = None) -> str:
-    """An experiment's id (default: training's), created with an explicit artifact location if needed."""
-    from mlflow.exceptions import MlflowException
-
-    s = _settings(settings)
-    name = name or experiment_name(s)
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = f"{s.mlflow_artifact_url.rstrip('/')}/{name}"
-    scheme = urlparse(location).scheme
-    if scheme in ("", "file"):
-        location = str(Path(urlparse(location).path if scheme else location).resolve())
-        Path(location).mkdir(parents=True, exist_ok=True)
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:
-        # Created by a concurrent run in the meantime.
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
-
-
-def pip_requirements() -> list[str]:
-    """The exact requirements of a logged model (explicit: inference takes seconds and may guess)."""
-    from importlib import metadata
-
-    return [f"{p}=={metadata.version(p)}" for p in ("mlflow", "xgboost", "numpy", "pandas", "scipy")]
-
-
-def load_scorer(model_uri: str) -> Callable[[pd.DataFrame], np.ndarray]:
-    """A function giving fraud probabilities (float64, one per row) for a frame with the feature columns.
-
-    ``model_uri`` is any MLflow model URI (``models:/card_fraud@champion``, ``runs:/...``). Extra
-    columns are ignored; a missing feature column is an error naming it. Scores on the CPU.
-    """
-    import mlflow.xgboost
-    import numpy as np
-
-    columns = feature_columns(model_uri)
-    booster = mlflow.xgboost.load_model(model_uri)
-    booster.set_param({"device": "cpu"})
-
-    def score(frame: pd.DataFrame) -> np.ndarray:
-        absent = [c for c in columns if c not in frame.columns]
-        if absent:
-            raise ValueError(f"model {model_uri} needs feature columns that the frame lacks: {absent}")
-        if frame.empty:
-            return np.empty(0, dtype=np.float64)
-        x = frame[columns].astype("float64")
-        return np.asarray(booster.inplace_predict(x), dtype=np.float64)
-
-    return score
-
-
-def feature_columns(model_uri: str) -> list[str]:
-    """The input columns of a logged model, in order, from its signature."""
-    from mlflow.models import get_model_info
-
-    signature = get_model_info(model_uri).signature
-    if signature is None:
-        raise ValueError(f"model {model_uri} has no signature: cannot tell its feature columns")
-    return list(signature.inputs.input_names())
-
-
-# --------------------------------------------------------------------------------------------------
 # Fitting
 
 
@@ -962,12 +859,12 @@ def train(
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(oot), size=min(REFERENCE_ROWS, len(oot)), replace=False))
     reference = oot.iloc[pick][["transaction_id", "event_timestamp", *columns]].copy()
-    reference[SCORE] = oot_scores[pick]
+    reference[registry.REFERENCE_SCORE] = oot_scores[pick]
     reference[LABEL] = y_oot[pick]
 
     # MLflow: one run, one registered version.
-    client = configure_mlflow(s)
-    experiment_id = ensure_experiment(client, s)
+    client = registry.configure_mlflow(s)
+    experiment_id = registry.ensure_experiment(client, registry.experiment_name("training", s), s)
     version_code = code_version()
     data_window = f"train {window.train_start}..{window.train_end}, oot {window.oot_start}..{window.oot_end}"
     tags = {
@@ -1010,10 +907,10 @@ def train(
             mlflow.log_params(params)
             all_metrics["peak_rss_mib"] = _peak_rss_mib()
             mlflow.log_metrics({k: float(v) for k, v in all_metrics.items()})
-            mlflow.log_dict(lineage, LINEAGE_ARTIFACT)
-            ref_path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+            mlflow.log_dict(lineage, registry.LINEAGE_ARTIFACT)
+            ref_path = Path(tmp) / Path(registry.REFERENCE_ARTIFACT).name
             reference.to_parquet(ref_path, index=False)
-            mlflow.log_artifact(str(ref_path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+            mlflow.log_artifact(str(ref_path), artifact_path=str(Path(registry.REFERENCE_ARTIFACT).parent))
             sample = x_oot.head(200)
             output = infer_signature(sample, booster.inplace_predict(sample).astype(np.float64)).outputs
             # Every input a double (a count is missing for a new customer): cast before pyfunc predict.
@@ -1022,9 +919,9 @@ def train(
             )
             info = mlflow.xgboost.log_model(
                 booster,
-                name=MODEL_ARTIFACT,
+                name=registry.MODEL_ARTIFACT,
                 signature=signature,
-                pip_requirements=pip_requirements(),
+                pip_requirements=registry.pip_requirements(),
                 model_format="ubj",
                 metadata={
                     "feature_service": features.FEATURE_SERVICE_NAME,
@@ -1053,9 +950,9 @@ def train(
         description=f"{data_window}; OOT PR-AUC {metrics['pr_auc']:.4f} "
         f"(baseline {baseline_metrics['pr_auc']:.4f}); reason: {reason}",
     )
-    client.set_registered_model_alias(s.model_name, CHALLENGER_ALIAS, str(version))
+    registry.move_alias(client, s.model_name, registry.CHALLENGER, version)
     _log(
-        f"registered {s.model_name} version {version} as {CHALLENGER_ALIAS} (run {run_id}) "
+        f"registered {s.model_name} version {version} as {registry.CHALLENGER} (run {run_id}) "
         f"in {time.perf_counter() - started:.1f}s"
     )
     return {
@@ -1066,16 +963,3 @@ def train(
         "device": fit_info["device"],
         "window": window.as_dict(),
     }
-
-
-def reference_sample(run_id: str, settings: Settings | None = None) -> pd.DataFrame:
-    """The reference sample logged by a training run (features, prediction, label) as a frame."""
-    import mlflow
-    import pandas as pd
-
-    configure_mlflow(settings)
-    with tempfile.TemporaryDirectory(prefix="mlops-ref-") as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp
-        )
-        return pd.read_parquet(io.BytesIO(Path(path).read_bytes()))
