@@ -50,7 +50,7 @@ def materialize_features():
     @task(pool="mlops_heavy")
     def compute_features(**context) -> dict:
         """Compute the day's customer and merchant feature snapshots from the lake."""
-        from include.mlops.features.snapshots import compute_features_for_day
+        from include.mlops.features import compute_features_for_day
         from include.mlops.orchestration import run_day
 
         return compute_features_for_day(run_day(context))
@@ -58,7 +58,7 @@ def materialize_features():
     @task(outlets=[features_asset()], pool="mlops_heavy")
     def materialize(**context) -> dict:
         """Load the day's snapshots into the online store for exactly that interval."""
-        from include.mlops.features.snapshots import materialize_day
+        from include.mlops.features import materialize_day
         from include.mlops.orchestration import run_day
 
         return materialize_day(run_day(context))

@@ -37,7 +37,7 @@ def monitor_drift():
     @task(outlets=[drift_asset()], pool="mlops_heavy")
     def check_drift(**context) -> dict:
         """Build the day's drift report and decide whether it calls for retraining."""
-        from include.mlops.monitoring.monitor import monitor_day
+        from include.mlops.monitoring import monitor_day
         from include.mlops.orchestration import run_day
 
         return monitor_day(run_day(context), airflow_run_id=context["run_id"])

@@ -68,14 +68,14 @@ def train_model():
     @task(outlets=[model_asset()], pool="mlops_heavy")
     def evaluate_and_promote(**context) -> dict:
         """Compare this run's challenger with the champion and move the alias if it wins."""
-        from include.mlops.promotion.promote import evaluate_and_promote_run
+        from include.mlops.promotion import evaluate_and_promote_run
 
         return evaluate_and_promote_run(airflow_run_id=context["run_id"])
 
     @task(outlets=[model_asset()])
     def rollback(**context) -> dict:
         """Move `champion` back to the requested version, recording the reason."""
-        from include.mlops.promotion.promote import rollback as rollback_champion
+        from include.mlops.promotion import rollback as rollback_champion
 
         params = context["params"]
         return rollback_champion(int(params["rollback_to"]), reason=params["reason"])

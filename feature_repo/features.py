@@ -18,7 +18,7 @@ from sources import (
     transaction,
 )
 
-from include.mlops.features.snapshots import (
+from include.mlops.features import (
     CUSTOMER_TRANSACTION_FEATURES,
     CUSTOMER_VIEW,
     MERCHANT_TRANSACTION_FEATURES,
@@ -57,7 +57,7 @@ merchant_daily_features = FeatureView(
     description="Hour, night-time, channel, card presence and small amount of the payment itself.",
 )
 def transaction_features(inputs: pd.DataFrame) -> pd.DataFrame:
-    from include.mlops.features.snapshots import transaction_features as transform
+    from include.mlops.features import transaction_features as transform
 
     return transform(inputs)
 
@@ -79,7 +79,7 @@ def transaction_features(inputs: pd.DataFrame) -> pd.DataFrame:
     description="The payment's amount and country against its customer's recent habits.",
 )
 def customer_transaction_features(inputs: pd.DataFrame) -> pd.DataFrame:
-    from include.mlops.features.snapshots import customer_transaction_features as transform
+    from include.mlops.features import customer_transaction_features as transform
 
     return transform(inputs)
 
@@ -91,6 +91,6 @@ def customer_transaction_features(inputs: pd.DataFrame) -> pd.DataFrame:
     description="The payment's amount against its merchant's 30-day mean.",
 )
 def merchant_transaction_features(inputs: pd.DataFrame) -> pd.DataFrame:
-    from include.mlops.features.snapshots import merchant_transaction_features as transform
+    from include.mlops.features import merchant_transaction_features as transform
 
     return transform(inputs)

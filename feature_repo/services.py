@@ -13,7 +13,7 @@ from features import (
     transaction_features,
 )
 
-from include.mlops.features.snapshots import CUSTOMER_FEATURES, FEATURE_SERVICE_NAME, MERCHANT_FEATURES
+from include.mlops.features import CUSTOMER_FEATURES, FEATURE_SERVICE_NAME, MERCHANT_FEATURES
 
 fraud_model_v1 = FeatureService(
     name=FEATURE_SERVICE_NAME,

@@ -21,7 +21,7 @@ from feast.types import Bool, Float64, Int64, String, UnixTimestamp  # noqa: E40
 
 from include.mlops.core.schema import TRANSACTIONS  # noqa: E402
 from include.mlops.core.settings import settings  # noqa: E402
-from include.mlops.features.snapshots import (  # noqa: E402
+from include.mlops.features import (  # noqa: E402
     CUSTOMER_FEATURES,
     MERCHANT_FEATURES,
     REQUEST_FIELDS,

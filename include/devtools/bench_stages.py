@@ -44,9 +44,9 @@ def _timed(out: dict[str, Any], *warm: str) -> Iterator[None]:
     import importlib
 
     if "feast" in warm:
-        from include.mlops.features.snapshots import _quiet_feast_import
+        from include.mlops.features import quiet_feast_import
 
-        _quiet_feast_import()
+        quiet_feast_import()
     for name in warm:
         importlib.import_module(name)
     started = time.perf_counter()
@@ -63,8 +63,7 @@ def lake_file(dataset: str, day: dt.date) -> str:
 def world(rows: int, day: dt.date, *args: str) -> dict:
     """Eleven days of history at 3/5 of the size, their features and the registry (not measured)."""
     from include.devtools import simulator
-    from include.mlops import lake
-    from include.mlops.features import snapshots as features
+    from include.mlops import features, lake
 
     first = dt.date.fromisoformat(args[0])
     # Three fifths of the day's size: inside the ingestion's volume check (0.5x-2x the median).
@@ -145,7 +144,7 @@ def ingest_floor(rows: int, day: dt.date, *args: str) -> dict:
 def features(rows: int, day: dt.date, *args: str) -> dict:
     """Compute the day's feature snapshots."""
     out: dict[str, Any] = {}
-    from include.mlops.features.snapshots import compute_features_for_day
+    from include.mlops.features import compute_features_for_day
 
     with _timed(out, "duckdb", "pandas"):
         result = compute_features_for_day(day)
@@ -173,7 +172,7 @@ def features_floor(rows: int, day: dt.date, *args: str) -> dict:
 def materialize(rows: int, day: dt.date, *args: str) -> dict:
     """Load the day's snapshots into the SQLite online store through Feast."""
     out: dict[str, Any] = {}
-    from include.mlops.features.snapshots import materialize_day
+    from include.mlops.features import materialize_day
 
     with _timed(out, "feast"):
         result = materialize_day(day)
@@ -189,7 +188,7 @@ def materialize_floor(rows: int, day: dt.date, *args: str) -> dict:
 
     import pyarrow.parquet as pq
 
-    from include.mlops.features.snapshots import snapshot_location
+    from include.mlops.features import snapshot_location
 
     tables = {
         v: pq.read_table((loc := snapshot_location(v, day)).path, filesystem=loc.fs)
@@ -212,7 +211,7 @@ def training(rows: int, day: dt.date, *args: str) -> dict:
     """Train, log and register a model; alias it champion for the next stages."""
     out: dict[str, Any] = {}
     from include.mlops import registry
-    from include.mlops.training.train import EARLY_STOPPING_ROUNDS, train
+    from include.mlops.training import EARLY_STOPPING_ROUNDS, train
 
     as_of, window, oot = dt.date.fromisoformat(args[0]), int(args[1]), int(args[2])
     with _timed(out, "feast", "mlflow", "xgboost", "sklearn.linear_model"):
@@ -236,14 +235,14 @@ def training_floor(rows: int, day: dt.date, *args: str) -> dict:
     import numpy as np
     import xgboost as xgb
 
-    from include.mlops.training.train import _xgb_params
+    from include.mlops.training import xgb_params
 
     fit_rows, rounds, n_features = int(args[0]), int(args[1]), int(args[2])
     rng = np.random.default_rng(0)
     x = rng.normal(size=(fit_rows, n_features)).astype(np.float32)
     y = (x[:, 0] + rng.normal(size=fit_rows) > 1.5).astype(np.float32)
     params = {
-        k: v for k, v in _xgb_params("cpu", 0).items() if k not in ("n_estimators", "early_stopping_rounds")
+        k: v for k, v in xgb_params("cpu", 0).items() if k not in ("n_estimators", "early_stopping_rounds")
     }
     params["nthread"] = params.pop("n_jobs")
     params["seed"] = params.pop("random_state")
@@ -272,7 +271,7 @@ def scoring_floor(rows: int, day: dt.date, *args: str) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from include.mlops.features.snapshots import snapshot_location
+    from include.mlops.features import snapshot_location
 
     with _timed(out):
         payments = pq.read_table(lake_file("transactions", day))
@@ -293,7 +292,7 @@ def scoring_floor(rows: int, day: dt.date, *args: str) -> dict:
 def drift(rows: int, day: dt.date, *args: str) -> dict:
     """Check the day's drift against the champion's reference (Evidently)."""
     out: dict[str, Any] = {}
-    from include.mlops.monitoring.monitor import monitor_day
+    from include.mlops.monitoring import monitor_day
 
     with _timed(out, "evidently", "mlflow"):
         result = monitor_day(day)
@@ -308,7 +307,7 @@ def drift_floor(rows: int, day: dt.date, *args: str) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from include.mlops.monitoring.monitor import Policy
+    from include.mlops.monitoring import Policy
 
     path = lake_file("predictions", day)
     policy = Policy.from_env()

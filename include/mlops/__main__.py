@@ -42,7 +42,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from include.mlops.training.train import train
+    from include.mlops.training import train
 
     result = train(
         as_of=args.as_of,
@@ -56,7 +56,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from include.mlops.promotion.promote import rollback
+    from include.mlops.promotion import rollback
 
     print(json.dumps(rollback(args.version, reason=args.reason), indent=2, default=str))
     return 0

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from include.mlops.core.settings import settings as current_settings
+from include.mlops.core.settings import resolve_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -69,10 +69,6 @@ def cut(text: str) -> str:
     return text[:TAG_LIMIT]
 
 
-def _settings(s: Settings | None) -> Settings:
-    return s if s is not None else current_settings()
-
-
 def now() -> str:
     """The current UTC time as recorded in tags (ISO 8601, seconds)."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -91,7 +87,7 @@ def configure_mlflow(settings: Settings | None = None) -> Any:
     import mlflow
     from mlflow import MlflowClient
 
-    s = _settings(settings)
+    s = resolve_settings(settings)
     uri = s.mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -105,14 +101,14 @@ def configure_mlflow(settings: Settings | None = None) -> Any:
 
 def experiment_name(purpose: str, settings: Settings | None = None) -> str:
     """The MLflow experiment of ``purpose`` (``training``, ``monitoring``): ``<model_name>-<purpose>``."""
-    return f"{_settings(settings).model_name}-{purpose}"
+    return f"{resolve_settings(settings).model_name}-{purpose}"
 
 
 def ensure_experiment(client: Any, name: str, settings: Settings | None = None) -> str:
     """An experiment's id, created with an explicit artifact location if needed."""
     from mlflow.exceptions import MlflowException
 
-    s = _settings(settings)
+    s = resolve_settings(settings)
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -137,7 +133,7 @@ def ensure_experiment(client: Any, name: str, settings: Settings | None = None) 
 
 def model_uri(version: int, settings: Settings | None = None) -> str:
     """The URI of a version of the registered model: ``models:/<name>/<version>``."""
-    return f"models:/{_settings(settings).model_name}/{version}"
+    return f"models:/{resolve_settings(settings).model_name}/{version}"
 
 
 def alias_version(client: Any, name: str, alias: str) -> int | None:
@@ -157,7 +153,7 @@ def alias_version(client: Any, name: str, alias: str) -> int | None:
 
 def champion_version(settings: Settings | None = None) -> int | None:
     """The version the ``champion`` alias points at, or ``None`` when there is none yet."""
-    s = _settings(settings)
+    s = resolve_settings(settings)
     return alias_version(configure_mlflow(s), s.model_name, CHAMPION)
 
 
@@ -254,7 +250,7 @@ def model_lock(timeout: float, settings: Settings | None = None) -> Iterator[str
     ``MLOPS_HOME/locks`` (embedded profile only: the cluster profile refuses to run without the
     database lock, since a file lock does not reach across pods). Raises :class:`LockTimeout`.
     """
-    s = _settings(settings)
+    s = resolve_settings(settings)
     if s.lock_database_url:
         with _advisory_lock(s.lock_database_url, s.model_name, timeout) as held:
             yield held

@@ -69,9 +69,7 @@ class World:
 
 def _build_world(root: Path) -> dict:
     from include.devtools import simulator
-    from include.mlops import lake, scoring
-    from include.mlops.features import snapshots as features
-    from include.mlops.training import train as training
+    from include.mlops import features, lake, scoring, training
 
     with world_environment(World(root, 0, "")) as s:
         config = simulator.SimulationConfig(seed=SEED, rows_per_day=ROWS_PER_DAY, drift_from=day(DRIFT_DAY))

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from include.mlops import monitoring as drift
 from include.mlops import registry
-from include.mlops.monitoring import monitor as drift
-from include.mlops.monitoring.monitor import ColumnDrift, DriftSummary, Performance, Policy, decide
+from include.mlops.monitoring import ColumnDrift, DriftSummary, Performance, Policy, decide
 from tests.integration.scored_world import (
     DAYS,
     DRIFT_DAY,
@@ -190,16 +190,16 @@ def test_sampling_is_deterministic_and_bounded() -> None:
     import pyarrow as pa
 
     ids = pa.array([f"t20260101-{i:07d}" for i in range(5_000)])
-    picked = drift._sample_positions(ids, 1_000, seed=7)
+    picked = drift.sample_positions(ids, 1_000, seed=7)
     assert picked is not None and len(picked) == 1_000 and len(set(picked.tolist())) == 1_000
-    assert np.array_equal(picked, drift._sample_positions(ids, 1_000, seed=7))
-    assert not np.array_equal(picked, drift._sample_positions(ids, 1_000, seed=8))
+    assert np.array_equal(picked, drift.sample_positions(ids, 1_000, seed=7))
+    assert not np.array_equal(picked, drift.sample_positions(ids, 1_000, seed=8))
     # The same payment is picked whatever the row order.
     order = np.random.default_rng(1).permutation(5_000)
     shuffled = ids.take(pa.array(order))
-    again = drift._sample_positions(shuffled, 1_000, seed=7)
+    again = drift.sample_positions(shuffled, 1_000, seed=7)
     assert set(shuffled.take(pa.array(again)).to_pylist()) == set(ids.take(pa.array(picked)).to_pylist())
-    assert drift._sample_positions(ids, 5_000, seed=7) is None
+    assert drift.sample_positions(ids, 5_000, seed=7) is None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,7 +324,7 @@ def test_rerunning_a_day_never_triggers_twice(monitored: Monitored) -> None:
 
 def test_a_day_decides_only_under_the_model_lock(monitored: Monitored, world_settings: Settings) -> None:
     """``monitor_drift`` runs two days at a time in a backfill: each decision takes the model's lock."""
-    from include.mlops.promotion.promote import promotion_lock
+    from include.mlops.promotion import promotion_lock
     from include.mlops.registry import LockTimeout
 
     assert monitored.first_trigger is not None

@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from include.devtools.simulator import SimulationConfig, labels_for_day, transactions_for_day
+from include.mlops import features as F
 from include.mlops import lake
 from include.mlops.core.schema import LABELS, TRANSACTIONS
 from include.mlops.core.settings import load_settings
-from include.mlops.features import snapshots as F
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

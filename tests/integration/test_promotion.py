@@ -68,8 +68,7 @@ def zoo(fraud_lake: Path) -> Zoo:
     """Three boosters of known quality, fitted on the shared lake's training window."""
     import numpy as np
 
-    from include.mlops.features import snapshots as features
-    from include.mlops.training import train as training
+    from include.mlops import features, training
 
     s = load_settings({"MLOPS_HOME": str(fraud_lake / "home"), **lake_environ(fraud_lake)})
     window = training.training_window(AS_OF, WINDOW_DAYS, OOT_DAYS, s)
@@ -154,13 +153,13 @@ def _scores(y: np.ndarray, signal: float, seed: int) -> np.ndarray:
 
 
 def _model(version: int, scores: np.ndarray, columns: list[str] | None = None) -> Any:
-    from include.mlops.promotion.promote import ModelScores
+    from include.mlops.promotion import ModelScores
 
     return ModelScores(version, scores, columns or ["a", "b"])
 
 
 def test_decide_first_model_needs_the_floors() -> None:
-    from include.mlops.promotion.promote import Policy, decide
+    from include.mlops.promotion import Policy, decide
 
     y = _labels()
     policy = Policy(min_pr_auc=0.3, min_recall_at_1pct_fpr=0.3, bootstrap=200)
@@ -172,7 +171,7 @@ def test_decide_first_model_needs_the_floors() -> None:
 
 
 def test_decide_better_worse_and_tie() -> None:
-    from include.mlops.promotion.promote import Policy, decide
+    from include.mlops.promotion import Policy, decide
 
     y = _labels()
     policy = Policy(margin=0.005, min_pr_auc=0.1, min_recall_at_1pct_fpr=0.1, bootstrap=300)
@@ -201,7 +200,7 @@ def test_decide_better_worse_and_tie() -> None:
 def test_decide_a_gain_inside_the_noise_is_not_enough() -> None:
     import numpy as np
 
-    from include.mlops.promotion.promote import Policy, decide
+    from include.mlops.promotion import Policy, decide
 
     # 300 rows, 6 frauds: a point gain above the margin, but an interval that includes 0.
     y = np.zeros(300, dtype=int)
@@ -242,7 +241,7 @@ def _uncalibrated(s: np.ndarray) -> None:
     ids=["nan", "constant", "out-of-range", "uncalibrated"],
 )
 def test_decide_rejects_insane_scores(mutate: Any, expected: str) -> None:
-    from include.mlops.promotion.promote import Policy, decide
+    from include.mlops.promotion import Policy, decide
 
     y = _labels()
     scores = _scores(y, 5.0, 1)
@@ -253,7 +252,7 @@ def test_decide_rejects_insane_scores(mutate: Any, expected: str) -> None:
 
 
 def test_decide_rejects_a_model_needing_unserved_columns() -> None:
-    from include.mlops.promotion.promote import ModelScores, Policy, decide
+    from include.mlops.promotion import ModelScores, Policy, decide
 
     y = _labels()
     challenger = ModelScores(2, None, ["a", "new_feature"], missing_columns=["new_feature"])
@@ -268,7 +267,7 @@ def test_decide_rejects_a_model_needing_unserved_columns() -> None:
 def test_promotion_and_rollback_on_the_registry(policy_env: Settings, zoo: Zoo) -> None:
     import mlflow
 
-    from include.mlops.promotion import promote as promotion
+    from include.mlops import promotion
 
     s = policy_env
     client = registry.configure_mlflow(s)
@@ -337,8 +336,7 @@ def test_promotion_and_rollback_on_the_registry(policy_env: Settings, zoo: Zoo) 
 def test_concurrent_promotions_cannot_both_win(
     policy_env: Settings, zoo: Zoo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from include.mlops.promotion import promote as promotion
-    from include.mlops.training import train as training
+    from include.mlops import promotion, training
 
     s = policy_env
     first = register(zoo, "good", "race-a", s)
@@ -386,7 +384,7 @@ def test_concurrent_promotions_cannot_both_win(
 
 _HOLD_LOCK = """
 import sys, time
-from include.mlops.promotion.promote import promotion_lock
+from include.mlops.promotion import promotion_lock
 with promotion_lock(timeout=5) as held:
     print(held, flush=True)
     time.sleep(120)
@@ -414,7 +412,7 @@ def _lock_held_elsewhere(env: dict[str, str]) -> Iterator[str]:
 
 
 def test_file_lock_excludes_another_process(mlops_home: Path) -> None:
-    from include.mlops.promotion import promote as promotion
+    from include.mlops import promotion
 
     with _lock_held_elsewhere(dict(os.environ)) as held:
         assert held.startswith("file lock")
@@ -430,7 +428,7 @@ def test_file_lock_excludes_another_process(mlops_home: Path) -> None:
 def test_advisory_lock_excludes_another_process(
     mlops_home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from include.mlops.promotion import promote as promotion
+    from include.mlops import promotion
 
     monkeypatch.setenv("MLOPS_LOCK_DATABASE_URL", postgres_url)
     monkeypatch.setenv("MLOPS_MODEL_NAME", f"lock_test_{uuid.uuid4().hex[:8]}")
@@ -529,9 +527,7 @@ def test_cluster_profile_trains_promotes_and_serves(
     import boto3
     import numpy as np
 
-    from include.mlops.features import snapshots as features
-    from include.mlops.promotion import promote as promotion
-    from include.mlops.training import train as training
+    from include.mlops import features, promotion, training
 
     suffix = uuid.uuid4().hex[:10]
     with _databases(postgres_url, f"mlflow_{suffix}", f"feast_{suffix}") as (mlflow_db, feast_db):

@@ -63,8 +63,7 @@ def _transactions(s: Settings, n: int):
 
 
 def test_scoring_a_day_twice_leaves_one_copy(world_settings: Settings, scored_world: World) -> None:
-    from include.mlops import lake, scoring
-    from include.mlops.features import snapshots as features
+    from include.mlops import features, lake, scoring
 
     s = world_settings
     first = scoring.score_day(day(SCORING_DAY), s)

@@ -49,8 +49,7 @@ def lake_environ(root: Path) -> dict[str, str]:
 
 def _build_lake(root: Path) -> None:
     from include.devtools import simulator
-    from include.mlops import lake
-    from include.mlops.features import snapshots as features
+    from include.mlops import features, lake
 
     s = load_settings({"MLOPS_HOME": str(root / "home"), **lake_environ(root)})
     config = simulator.SimulationConfig(seed=11, rows_per_day=ROWS_PER_DAY)
@@ -102,8 +101,7 @@ def test_train_registers_a_challenger_with_its_lineage(lake_settings: Settings, 
     import mlflow
     import numpy as np
 
-    from include.mlops.features import snapshots as features
-    from include.mlops.training import train as training
+    from include.mlops import features, training
 
     result = training.train(AS_OF, WINDOW_DAYS, OOT_DAYS, "nightly schedule", "scheduled__2026-01-25")
 
@@ -210,7 +208,7 @@ def test_cli_trains_in_a_subprocess(lake_settings: Settings) -> None:
 def test_missing_partitions_are_named(lake_settings: Settings) -> None:
     import dataclasses
 
-    from include.mlops.training import train as training
+    from include.mlops import training
 
     # A window longer than the lake's history is shortened to start on its second day...
     window = training.training_window(AS_OF, 20, OOT_DAYS)
@@ -235,8 +233,7 @@ def test_labels_are_joined_once_and_a_missing_label_is_an_error(mlops_home: Path
     import pyarrow.compute as pc
 
     from include.devtools import simulator
-    from include.mlops import lake
-    from include.mlops.training import train as training
+    from include.mlops import lake, training
 
     s = load_settings({"MLOPS_HOME": str(mlops_home)})
     config = simulator.SimulationConfig(seed=3, rows_per_day=300)
@@ -296,7 +293,7 @@ def test_device_is_read_back_from_the_booster() -> None:
     import numpy as np
     import xgboost as xgb
 
-    from include.mlops.training import train as training
+    from include.mlops import training
 
     assert training.detect_device("cpu") == "cpu"
     device = training.detect_device("auto")

@@ -234,3 +234,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def settings() -> Settings:
     """The process-wide settings, read once."""
     return load_settings()
+
+
+def resolve_settings(s: Settings | None = None) -> Settings:
+    """``s``, or the process-wide settings when it is ``None``: the optional last argument of the
+    stage functions, so tests and tools can run a stage on other settings."""
+    return s if s is not None else settings()
