@@ -65,7 +65,7 @@ def score_day(day: dt.date, settings_: Settings | None = None) -> dict:
 
     # The registry's own reading: a missing alias is None, an unreachable registry is an error
     # (never a silently skipped day).
-    from include.mlops.training import with_features
+    from include.mlops.features import with_features
 
     s = settings_ or settings()
     started = time.perf_counter()

@@ -73,7 +73,7 @@ def zoo(fraud_lake: Path) -> Zoo:
     s = load_settings({"MLOPS_HOME": str(fraud_lake / "home"), **lake_environ(fraud_lake)})
     window = training.training_window(AS_OF, WINDOW_DAYS, OOT_DAYS, s)
     data = training.read_training_days(window.train_days, window.latest_labels, 20, 7, s)
-    frame = training.with_features(data.frame, s)
+    frame = features.with_features(data.frame, s)
     val = (frame["event_timestamp"] >= features.day_start(window.validation_start)).to_numpy()
     y = frame[LABEL].to_numpy()
     w = frame[training.WEIGHT].to_numpy()

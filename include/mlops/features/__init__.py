@@ -41,6 +41,7 @@ from include.mlops.features.snapshots import (
     compute_features_for_day,
 )
 from include.mlops.features.store import (
+    FeaturesNotRegistered,
     apply_definitions,
     feature_store,
     feature_store_yaml,
@@ -48,6 +49,7 @@ from include.mlops.features.store import (
     online_features,
     quiet_feast_import,
     training_frame,
+    with_features,
 )
 from include.mlops.features.summaries import (
     stable_key,
@@ -73,6 +75,7 @@ __all__ = [
     "SNAPSHOT_TTL",
     "TRANSACTION_FEATURES",
     "WINDOWS_DAYS",
+    "FeaturesNotRegistered",
     "apply_definitions",
     "compute_features_for_day",
     "customer_transaction_features",
@@ -89,4 +92,5 @@ __all__ = [
     "stable_key",
     "training_frame",
     "transaction_features",
+    "with_features",
 ]

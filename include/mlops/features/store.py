@@ -310,3 +310,24 @@ def online_features(entity_rows: list[dict], settings: Settings | None = None) -
     result = store.get_online_features(features=service, entity_rows=rows).to_df()
     features = result[list(FEATURE_COLUMNS)].reset_index(drop=True)
     return pd.concat([base.drop(columns=[c for c in FEATURE_COLUMNS if c in base]), features], axis=1)
+
+
+class FeaturesNotRegistered(RuntimeError):
+    """The Feast registry does not know the feature service yet: nothing can be retrieved."""
+
+
+def with_features(frame: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
+    """``frame`` (lake payments) with the feature service's features, point in time, in input order.
+
+    The path training, promotion and batch scoring share (:func:`training_frame`), with an
+    operator's message when the definitions were never registered.
+    """
+    try:
+        return training_frame(frame, settings=settings)
+    except Exception as error:
+        if type(error).__name__ == "FeatureServiceNotFoundException":
+            raise FeaturesNotRegistered(
+                f"the Feast registry has no feature service {FEATURE_SERVICE_NAME!r}: run the "
+                "materialize_features DAG (or features.apply_definitions()) once first"
+            ) from error
+        raise

@@ -17,7 +17,6 @@ from include.mlops.training.dataset import (
     oot_frame,
     read_oot_days,
     read_training_days,
-    with_features,
 )
 from include.mlops.training.lineage import (
     code_sha256,
@@ -80,6 +79,5 @@ __all__ = [
     "training_threads",
     "training_window",
     "validation_results",
-    "with_features",
     "xgb_params",
 ]

@@ -19,7 +19,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from include.mlops import lake
+from include.mlops import features, lake
 from include.mlops.core.schema import LABEL, LABELS, MAX_LABEL_DELAY_DAYS, TRANSACTIONS
 from include.mlops.core.settings import env_number, resolve_settings
 from include.mlops.training.window import TrainingDataError, _days, _partition_files
@@ -252,21 +252,6 @@ def read_oot_days(
     return LabelledDays(frame, prints, stats)
 
 
-def with_features(frame: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
-    """``frame`` (lake payments) with the feature service's features, via Feast, in input order."""
-    from include.mlops import features
-
-    try:
-        return features.training_frame(frame, settings=settings)
-    except Exception as error:
-        if type(error).__name__ == "FeatureServiceNotFoundException":
-            raise TrainingDataError(
-                f"the Feast registry has no feature service {features.FEATURE_SERVICE_NAME!r}: run the "
-                "materialize_features DAG (or features.apply_definitions()) once before training"
-            ) from error
-        raise
-
-
 def oot_frame(
     oot_start: dt.date, oot_end: dt.date, settings: Settings | None = None
 ) -> tuple[pd.DataFrame, list[dict]]:
@@ -283,4 +268,4 @@ def oot_frame(
         s.seed,
         s,
     )
-    return with_features(data.frame, s), data.fingerprints
+    return features.with_features(data.frame, s), data.fingerprints

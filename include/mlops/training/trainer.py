@@ -31,7 +31,6 @@ from include.mlops.training.dataset import (
     _env_int,
     read_oot_days,
     read_training_days,
-    with_features,
 )
 from include.mlops.training.lineage import (
     code_sha256,
@@ -109,8 +108,8 @@ def train(
     )
 
     t = time.perf_counter()
-    train_frame = with_features(train_data.frame, s)
-    oot = with_features(oot_data.frame, s)
+    train_frame = features.with_features(train_data.frame, s)
+    oot = features.with_features(oot_data.frame, s)
     feature_seconds = time.perf_counter() - t
     columns = list(features.FEATURE_COLUMNS)
     logger.info(
