@@ -32,19 +32,19 @@ lock: | $(UV) ## re-resolve requirements.txt and requirements-dev.txt from the .
 		requirements-dev.in -o requirements-dev.txt
 
 demo: install ## the main job: simulate days and run the pipeline under a local Airflow scheduler
-	$(PY) -m include.mlops demo $(ARGS)
+	$(PY) -m include.devtools demo $(ARGS)
 
 up: install ## start the local Airflow (UI, scheduler, DAG processor, triggerer) in the background
-	$(PY) -m include.devtools.local_airflow up
+	$(PY) -m include.devtools airflow up
 
 down: ## stop everything `make up` started
-	@test -x $(PY) && $(PY) -m include.devtools.local_airflow down || true
+	@test -x $(PY) && $(PY) -m include.devtools airflow down || true
 
 airflow: install ## any Airflow CLI command on the local Airflow home: make airflow ARGS='dags list'
-	$(PY) -m include.devtools.local_airflow run -- $(ARGS)
+	$(PY) -m include.devtools airflow run -- $(ARGS)
 
 mlflow: install ## serve the MLflow UI on http://127.0.0.1:5000 (embedded tracking store)
-	$(PY) -m include.mlops mlflow-ui $(ARGS)
+	$(PY) -m include.devtools mlflow-ui $(ARGS)
 
 test: install ## every test tier (unit, DAG integrity, integration, end to end): what CI runs
 	$(VENV)/bin/pytest $(ARGS)
@@ -61,7 +61,7 @@ format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff format .
 
 bench: install ## benchmarks: print and save figures (never pass/fail on time)
-	$(PY) -m include.mlops bench $(ARGS)
+	$(PY) -m include.devtools bench $(ARGS)
 
 clean: down ## remove runtime state (.local/) but keep the environment
 	rm -rf .local

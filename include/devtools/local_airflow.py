@@ -222,7 +222,7 @@ def up() -> None:
     started = time.monotonic()
     subprocess.run([_airflow_bin(), "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     subprocess.run(
-        [sys.executable, "-m", "include.devtools.local_airflow", "apply-settings"],
+        [sys.executable, "-m", "include.devtools", "airflow", "apply-settings"],
         env=env,
         check=True,
         cwd=PROJECT_ROOT,
@@ -272,7 +272,7 @@ def down(timeout: float = 30.0) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.devtools.local_airflow", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m include.devtools airflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the local Airflow in the background")
     sub.add_parser("down", help="stop what `up` started")

@@ -1,7 +1,8 @@
-"""The project's command line: ``python -m include.mlops COMMAND ...``.
+"""The pipeline's command line: ``python -m include.mlops COMMAND ...``.
 
 Every command is a thin wrapper around a function of the package, so the DAGs, the Kubernetes pod
-and a person at a terminal run the same code.
+and a person at a terminal run the same code. Developer tools (simulator, demo, benchmarks, local
+Airflow) are ``python -m include.devtools``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import sys
 
 
@@ -17,28 +19,6 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from include.devtools.simulator import SimulationConfig, simulate
-    from include.mlops.core.settings import settings
-
-    config = SimulationConfig(
-        seed=settings().seed if args.seed is None else args.seed,
-        rows_per_day=args.rows_per_day,
-        drift_from=args.drift_from,
-    )
-    out = args.out or settings().landing_url
-    summary = simulate(
-        args.start,
-        args.days,
-        config,
-        out,
-        fmt=args.format,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-    print(json.dumps({"out": out, "days": summary}, indent=2))
-    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -62,45 +42,19 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_mlflow_ui(args: argparse.Namespace) -> int:
-    import os
-
-    from include.mlops.core.settings import settings
-
-    s = settings()
-    command = [
-        sys.executable, "-m", "mlflow", "ui",
-        "--backend-store-uri", s.mlflow_tracking_uri,
-        "--host", "127.0.0.1", "--port", str(args.port),
-    ]  # fmt: skip
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (tracking {s.mlflow_tracking_uri}); Ctrl-C stops it")
-    os.execv(sys.executable, command)
-    return 0
-
-
 def _cmd_settings(args: argparse.Namespace) -> int:
-    from include.mlops.core.settings import settings
+    from include.mlops.core import knobs
 
-    print(json.dumps(settings().as_env(), indent=2, sort_keys=True))
+    if args.markdown:
+        print(knobs.markdown_table())
+    else:
+        print(json.dumps(knobs.effective(), indent=2))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m include.mlops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    sim = commands.add_parser("simulate", help="write simulated daily drops into the landing zone")
-    sim.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
-    sim.add_argument("--days", type=int, default=1, help="number of consecutive days (default 1)")
-    sim.add_argument("--rows-per-day", type=int, default=20_000, help="average transactions a day")
-    sim.add_argument("--drift-from", type=_date, default=None, help="inject drift from this day on")
-    sim.add_argument("--seed", type=int, default=None, help="random seed (default MLOPS_SEED, 7)")
-    sim.add_argument("--format", choices=("parquet", "csv"), default="parquet")
-    sim.add_argument("--out", default=None, help="landing URL (default MLOPS_LANDING_URL)")
-    sim.set_defaults(func=_cmd_simulate)
-
-    # `demo` and `bench` own their options (`... demo --help`): main() hands them the rest of the line.
-    commands.add_parser("demo", help="run the pipeline on simulated days under local Airflow", add_help=False)
 
     train = commands.add_parser("train", help="train, log and register a challenger (both backends run this)")
     train.add_argument("--as-of", type=_date, required=True, help="train with the data known on this day")
@@ -115,28 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reason", required=True, help="why (recorded on the model)")
     rollback.set_defaults(func=_cmd_rollback)
 
-    ui = commands.add_parser("mlflow-ui", help="serve the MLflow UI on the embedded tracking store")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.set_defaults(func=_cmd_mlflow_ui)
-
-    commands.add_parser("bench", help="benchmarks (print figures, never pass/fail)", add_help=False)
-
-    show = commands.add_parser("settings", help="print the effective settings as environment variables")
+    show = commands.add_parser("settings", help="print every setting's effective value, by concern")
+    show.add_argument("--markdown", action="store_true", help="print the README's table of every setting")
     show.set_defaults(func=_cmd_settings)
     return parser
 
 
-OWN_OPTIONS = {"demo": "include.devtools.demo", "bench": "include.devtools.bench"}
-"""Commands that parse their own options, by the module whose ``main(argv)`` runs them."""
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in OWN_OPTIONS:
-        import importlib
-
-        return importlib.import_module(OWN_OPTIONS[argv[0]]).main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    # Outside Airflow nobody configures logging: the pipeline's INFO lines go to stderr (the task
+    # that runs this as a subprocess relays them into its own log).
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     return args.func(args)
 
 

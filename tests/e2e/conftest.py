@@ -58,7 +58,7 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory, request) -> Iterator
     env.update({"MLOPS_HOME": str(home), "MLOPS_AIRFLOW_PORT": str(port), "PYTHONPATH": str(ROOT)})
     env["MLOPS_SENSOR_POKE_SECONDS"] = str(POKE_SECONDS)
     env.update(getattr(request.module, "AIRFLOW_STACK_ENV", {}))
-    cmd = [sys.executable, "-m", "include.devtools.local_airflow"]
+    cmd = [sys.executable, "-m", "include.devtools", "airflow"]
     up = subprocess.run([*cmd, "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
     try:
         assert up.returncode == 0, f"local Airflow did not start:\n{up.stdout}\n{up.stderr}"
