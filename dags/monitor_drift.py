@@ -45,7 +45,9 @@ def monitor_drift():
     @task.short_circuit
     def drift_calls_for_retraining(verdict: dict) -> bool:
         """Continue to the trigger only when the policy and the cooldown both say so."""
-        print(verdict.get("explanation", verdict))
+        import logging
+
+        logging.getLogger("include.mlops.monitoring").info("%s", verdict.get("explanation", verdict))
         return bool(verdict.get("retrain"))
 
     verdict = check_drift()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset
 
-from include.mlops import lake
+from include.mlops import lake, registry
 from include.mlops.core.settings import settings
 
 if TYPE_CHECKING:
@@ -82,7 +82,8 @@ def drift_asset() -> Asset:
 
 def model_asset() -> Asset:
     """The registered model; an event means the champion alias was (re)considered."""
-    return _asset("model", f"models/{settings().model_name}", f"models:/{settings().model_name}@champion")
+    name = settings().model_name
+    return _asset("model", f"models/{name}", f"models:/{name}@{registry.CHAMPION}")
 
 
 def run_day(context: Any) -> dt.date:

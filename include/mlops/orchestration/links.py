@@ -7,7 +7,6 @@ Airflow API server under ``/mlops/``, whether they live in a local folder or on 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from include.mlops.core.settings import Settings, settings
@@ -45,7 +44,7 @@ def ui_path(url: str | None, s: Settings | None = None) -> str | None:
 
 def mlflow_ui_url() -> str:
     """Base URL of the MLflow UI users open (``make mlflow`` serves it locally)."""
-    return os.environ.get("MLOPS_MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/")
+    return settings().mlflow_ui_url
 
 
 def mlflow_run_link(experiment_id: str | None, run_id: str | None) -> str | None:

@@ -12,12 +12,15 @@ only imported when the kubernetes backend is selected.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.core.settings import PROJECT_ROOT, Settings, settings
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
+
+logger = logging.getLogger(__name__)
 
 # Jinja over the run's params: the same for a nightly run, a drift-triggered run (its conf
 # overrides params) and a manual run from the UI form.
@@ -108,13 +111,28 @@ def kubernetes_training_operator(
 
 
 def run_local_training(argv: list[str]) -> None:
-    """Run the rendered training argv as a subprocess, streaming its output into the task log."""
+    """Run the rendered training argv as a subprocess, relaying its output into the task log.
+
+    Each line the process writes is logged at INFO by this task: its output is information (the
+    Airflow log viewer shows a task's raw stderr as errors). A non-zero exit fails the task with
+    the last lines of that output.
+    """
     import os
     import subprocess
     import sys
+    from collections import deque
 
     env = {**os.environ, **settings().as_env()}
     # `python` in the argv is the image's interpreter; locally it is the one running Airflow.
     command = [sys.executable, *argv[1:]] if argv[0] == "python" else argv
-    print("running:", " ".join(command), flush=True)
-    subprocess.run(command, env=env, check=True, cwd=PROJECT_ROOT)
+    logger.info("running: %s", " ".join(command))
+    tail: deque[str] = deque(maxlen=20)
+    with subprocess.Popen(
+        command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            tail.append(line.rstrip())
+            logger.info("%s", line.rstrip())
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command, output="\n".join(tail))
