@@ -307,10 +307,11 @@ def drift_floor(rows: int, day: dt.date, *args: str) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from include.mlops.monitoring import Policy
+    from include.mlops import lake
+    from include.mlops.core.policies import DriftPolicy
 
-    path = lake_file("predictions", day)
-    policy = Policy.from_env()
+    path = lake_file(lake.PREDICTIONS, day)
+    policy = DriftPolicy.from_env()
     names = set(pq.read_schema(path).names)
     columns = [c for c in (*policy.features, "score_champion") if c in names]
     with _timed(out):

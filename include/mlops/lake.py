@@ -139,7 +139,7 @@ def root_url(kind: str, s: Settings | None = None) -> str:
         "reports": s.reports_url,
     }
     if kind not in urls:
-        raise ValueError(f"unknown store {kind!r}: expected one of {', '.join(ROOTS)}")
+        raise ValueError(f"unknown kind of store {kind!r}: expected one of {', '.join(ROOTS)}")
     return urls[kind]
 
 
