@@ -3,24 +3,20 @@
 The world is the shared one of scored_world.py (built once per session): a champion trained on
 clean days (OOT days 5-6), predictions for days 4-19, the simulator's drift from day 14. The days
 are checked once, in order, as a daily ``monitor_drift`` would; the tests assert on what the
-checks returned and left behind. The first tests are unit tests of the pure parts.
+checks returned and left behind. The pure rules are tested in ``tests/unit/monitoring``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pytest
 
 from include.mlops import monitoring as drift
 from include.mlops import registry
-from include.mlops.monitoring import ColumnDrift, DriftSummary, Performance, Policy, decide
 from tests.integration.scored_world import (
     DAYS,
     DRIFT_DAY,
@@ -35,171 +31,30 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 COOLDOWN = 3
-D = dt.date(2026, 3, 10)
-
-
-# --------------------------------------------------------------------------------------------------
-# Unit level: the decision, the statistic, the policy
-
-
-def summary(drifted: int, total: int, prediction: float | None = None) -> DriftSummary:
-    columns = tuple(
-        ColumnDrift(f"feature_{i}", 0.5 if i < drifted else 0.01, 0.2, i < drifted) for i in range(total)
-    )
-    pred = None if prediction is None else ColumnDrift("prediction", prediction, 0.1, prediction >= 0.1)
-    return DriftSummary(columns, pred)
-
-
-NO_PERFORMANCE = Performance(note="no fully labelled day yet")
-
-
-def performance(drop: float, positives: int = 100) -> Performance:
-    return Performance(
-        days=("2026-03-01", "2026-03-05"),
-        rows=10_000,
-        positives=positives,
-        pr_auc=0.5 * (1 - drop),
-        recall_at_1pct_fpr=0.4,
-        baseline_pr_auc=0.5,
-        baseline_recall_at_1pct_fpr=0.6,
-    )
-
-
-POLICY = Policy(drift_share=0.3, cooldown_days=7, performance_drop=0.2, min_positives=30)
-
-
-@pytest.mark.parametrize(
-    ("drifted", "total", "retrain"),
-    [(0, 10, False), (2, 10, False), (2, 7, False), (3, 10, True), (4, 10, True), (10, 10, True)],
-)
-def test_decide_on_the_share_of_drifted_features(drifted: int, total: int, retrain: bool) -> None:
-    verdict = decide(summary(drifted, total, 0.01), NO_PERFORMANCE, None, D, POLICY)
-    assert verdict.retrain is retrain
-    assert verdict.signals == (("features",) if retrain else ())
-    assert verdict.day == D and verdict.suppressed_by is None
-
-
-def test_decide_on_prediction_drift_and_performance() -> None:
-    assert decide(summary(0, 10, 0.25), NO_PERFORMANCE, None, D, POLICY).signals == ("prediction",)
-    ignored = Policy(prediction_counts=False)
-    verdict = decide(summary(0, 10, 0.25), NO_PERFORMANCE, None, D, ignored)
-    assert not verdict.retrain and "prediction drift 0.25" not in verdict.reason
-
-    dropped = decide(summary(0, 10, 0.01), performance(0.25), None, D, POLICY)
-    assert dropped.retrain and dropped.signals == ("performance",)
-    assert "PR-AUC 0.375 vs 0.500 at training, -25%" in dropped.reason
-    assert not decide(summary(0, 10, 0.01), performance(0.15), None, D, POLICY).retrain
-    # Too few frauds to trust the PR-AUC: no signal, whatever the drop.
-    assert not decide(summary(0, 10, 0.01), performance(0.9, positives=29), None, D, POLICY).retrain
-    assert decide(summary(0, 10, 0.01), performance(0.2, positives=30), None, D, POLICY).retrain
-
-
-def test_the_reason_names_the_day_the_columns_and_their_scores() -> None:
-    columns = (
-        ColumnDrift("is_online", 0.28, 0.1, True),
-        ColumnDrift("amount_zscore_30d", 0.41, 0.2, True),
-        ColumnDrift("is_night", 0.01, 0.1, False),
-    )
-    verdict = decide(
-        DriftSummary(columns, ColumnDrift("prediction", 0.22, 0.1, True)), NO_PERFORMANCE, None, D, POLICY
-    )
-    assert verdict.retrain and verdict.signals == ("features", "prediction")
-    assert verdict.reason == (
-        "drift on 2026-03-10: 2/3 key features drifted (amount_zscore_30d 0.41, is_online 0.28); "
-        "prediction drift 0.22"
-    )
-    quiet = decide(summary(1, 10, 0.02), NO_PERFORMANCE, None, D, POLICY)
-    assert quiet.reason == "no drift on 2026-03-10"
-    assert "1/10 key features drifted (feature_0 0.50)" in quiet.explanation
-
-
-@pytest.mark.parametrize(
-    ("days_after_trigger", "running", "retrain", "suppressed_by"),
-    [
-        (-3, False, False, drift.SUPPRESSED_LATER_DAY),
-        (0, False, False, drift.SUPPRESSED_SAME_DAY),
-        (1, False, False, drift.SUPPRESSED_COOLDOWN),
-        (6, False, False, drift.SUPPRESSED_COOLDOWN),
-        (7, False, True, None),
-        (7, True, False, drift.SUPPRESSED_RUNNING),
-        (30, False, True, None),
-    ],
-)
-def test_decide_cooldown_boundaries(
-    days_after_trigger: int, running: bool, retrain: bool, suppressed_by: str | None
-) -> None:
-    trigger = D - dt.timedelta(days=days_after_trigger)
-    verdict = decide(summary(5, 10, 0.3), NO_PERFORMANCE, trigger, D, POLICY, retrain_running=running)
-    assert verdict.retrain is retrain
-    assert verdict.suppressed_by == suppressed_by
-    assert verdict.signals == ("features", "prediction")
-    assert verdict.reason.startswith("drift on 2026-03-10: 5/10 key features drifted")
-    if suppressed_by == drift.SUPPRESSED_COOLDOWN:
-        assert f"next one allowed from {trigger + dt.timedelta(days=7)}" in verdict.explanation
-
-
-def test_no_cooldown_still_never_triggers_twice_for_a_day() -> None:
-    policy = Policy(cooldown_days=0)
-    assert decide(summary(5, 10), NO_PERFORMANCE, D - dt.timedelta(days=1), D, policy).retrain
-    assert not decide(summary(5, 10), NO_PERFORMANCE, D, D, policy).retrain
-
-
-def test_policy_from_the_environment() -> None:
-    policy = Policy.from_env(
-        {
-            "MLOPS_DRIFT_SHARE": "0.5",
-            "MLOPS_DRIFT_PREDICTION": "false",
-            "MLOPS_DRIFT_PERFORMANCE_DROP": "0.1",
-            "MLOPS_DRIFT_COOLDOWN_DAYS": "3",
-            "MLOPS_DRIFT_SAMPLE_ROWS": "20000",
-            "MLOPS_DRIFT_FEATURES": "is_online, amount_zscore_30d",
-        }
-    )
-    assert (policy.drift_share, policy.prediction_counts, policy.performance_drop) == (0.5, False, 0.1)
-    assert (policy.cooldown_days, policy.sample_rows) == (3, 20_000)
-    assert policy.features == ("is_online", "amount_zscore_30d")
-    assert Policy.from_env({}) == Policy()
-    with pytest.raises(ValueError, match=r"MLOPS_DRIFT_SHARE=1\.5 must be in"):
-        Policy.from_env({"MLOPS_DRIFT_SHARE": "1.5"})
-    with pytest.raises(ValueError, match="MLOPS_DRIFT_COOLDOWN_DAYS='a week' is not an integer"):
-        Policy.from_env({"MLOPS_DRIFT_COOLDOWN_DAYS": "a week"})
-    with pytest.raises(ValueError, match="MLOPS_DRIFT_PREDICTION='maybe'"):
-        Policy.from_env({"MLOPS_DRIFT_PREDICTION": "maybe"})
-
-
-def test_psi_over_reference_deciles() -> None:
-    rng = np.random.default_rng(0)
-    reference = rng.lognormal(3.5, 1.0, 5_000)
-    assert drift.psi(reference, rng.lognormal(3.5, 1.0, 20_000)) < 0.01
-    shifted = drift.psi(reference, rng.lognormal(3.5, 1.0, 20_000) * 1.4)
-    assert shifted > 0.1
-    # Scale-free and insensitive to a monotone transform of both sides.
-    assert drift.psi(np.log(reference), np.log(rng.lognormal(3.5, 1.0, 20_000) * 1.4)) == pytest.approx(
-        shifted, abs=0.03
-    )
-    # A few extreme values do not move it.
-    noisy = np.r_[rng.lognormal(3.5, 1.0, 20_000), [1e9] * 5]
-    assert drift.psi(reference, noisy) < 0.01
-    # A 0/1 flag is compared value by value: online share 0.25 -> 0.5 is about 0.27.
-    flags = (rng.random(5_000) < 0.25).astype(float)
-    assert drift.psi(flags, (rng.random(20_000) < 0.5).astype(float)) == pytest.approx(0.27, abs=0.03)
-    assert math.isnan(drift.psi(np.array([np.nan]), flags))
-
-
-def test_sampling_is_deterministic_and_bounded() -> None:
-    import pyarrow as pa
-
-    ids = pa.array([f"t20260101-{i:07d}" for i in range(5_000)])
-    picked = drift.sample_positions(ids, 1_000, seed=7)
-    assert picked is not None and len(picked) == 1_000 and len(set(picked.tolist())) == 1_000
-    assert np.array_equal(picked, drift.sample_positions(ids, 1_000, seed=7))
-    assert not np.array_equal(picked, drift.sample_positions(ids, 1_000, seed=8))
-    # The same payment is picked whatever the row order.
-    order = np.random.default_rng(1).permutation(5_000)
-    shuffled = ids.take(pa.array(order))
-    again = drift.sample_positions(shuffled, 1_000, seed=7)
-    assert set(shuffled.take(pa.array(again)).to_pylist()) == set(ids.take(pa.array(picked)).to_pylist())
-    assert drift.sample_positions(ids, 5_000, seed=7) is None
+RESULT_KEYS = {
+    "day",
+    "retrain",
+    "signals",
+    "reason",
+    "explanation",
+    "suppressed_by",
+    "model_version",
+    "drifted_columns",
+    "drift_share",
+    "prediction_psi",
+    "performance",
+    "report_url",
+    "mlflow_run_id",
+    "airflow_run_id",
+    "rows",
+    "sampled_rows",
+    "reference_rows",
+    "report_seconds",
+    "seconds",
+}
+"""What ``monitor_day`` returns (``check_drift``'s XCom; ``train_model`` reads ``reason`` and ``day``)."""
+VERDICT_KEYS = RESULT_KEYS | {"computed_at", "policy", "drift", "last_trigger", "retrain_running"}
+"""What ``verdict.json`` holds: the result, the policy, the drift summary, the cooldown's state."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,6 +119,7 @@ def monitored(world_settings: Settings, scored_world: World) -> Monitored:
 def test_clean_days_trigger_nothing(monitored: Monitored) -> None:
     assert len(monitored.clean) == 10
     for n, result in monitored.clean.items():
+        assert set(result) == RESULT_KEYS
         assert result["retrain"] is False, (n, result["explanation"])
         assert result["signals"] == [], (n, result["explanation"])
         assert result["reason"] == f"no drift on {day(n)}"
@@ -323,15 +179,13 @@ def test_rerunning_a_day_never_triggers_twice(monitored: Monitored) -> None:
 
 
 def test_a_day_decides_only_under_the_model_lock(monitored: Monitored, world_settings: Settings) -> None:
-    """``monitor_drift`` runs two days at a time in a backfill: each decision takes the model's lock."""
-    from include.mlops.promotion import promotion_lock
-    from include.mlops.registry import LockTimeout
-
+    """``monitor_drift`` runs two days at a time in a backfill: each decision takes the model's lock
+    (the one promotions and rollbacks take), waiting ``MLOPS_PROMOTION_LOCK_TIMEOUT`` at most."""
     assert monitored.first_trigger is not None
     before = drift.last_trigger(world_settings)
-    with pytest.MonkeyPatch.context() as mp, promotion_lock(world_settings):
+    with pytest.MonkeyPatch.context() as mp, registry.model_lock(600, world_settings):
         mp.setenv("MLOPS_PROMOTION_LOCK_TIMEOUT", "1")
-        with pytest.raises(LockTimeout):
+        with pytest.raises(registry.LockTimeout):
             drift.monitor_day(day(DRIFT_DAY), airflow_run_id="test__locked", settings=world_settings)
     assert drift.last_trigger(world_settings) == before
 
@@ -370,6 +224,7 @@ def test_reports_are_saved_and_logged_once_per_day(monitored: Monitored, world_s
         evidently = json.loads((folder / "drift.json").read_text())
         assert any(m.get("config", {}).get("column") == "prediction" for m in evidently["metrics"])
         verdict = json.loads((folder / "verdict.json").read_text())
+        assert set(verdict) == VERDICT_KEYS
         assert verdict["day"] == day(n).isoformat()
         assert set(verdict["policy"]) >= {"drift_share", "cooldown_days", "sample_rows"}
 

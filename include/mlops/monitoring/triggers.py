@@ -15,23 +15,25 @@ from include.mlops import registry
 from include.mlops.core.settings import resolve_settings
 
 if TYPE_CHECKING:
+    from include.mlops.core.policies import DriftPolicy
     from include.mlops.core.settings import Settings
-    from include.mlops.monitoring.policy import Policy, Verdict
+    from include.mlops.monitoring.policy import Verdict
 
 
 TAG_DAY = "drift_retrain_requested_day"
-
+"""Tag: the partition day whose drift requested the last retrain (``YYYY-MM-DD``)."""
 
 TAG_REASON = "drift_retrain_reason"
-
+"""Tag: that request's reason (what drifted), handed to ``train_model``."""
 
 TAG_AT = "drift_retrain_requested_at"
-
+"""Tag: when the request was recorded (UTC, ISO 8601): how long its retrain counts as running."""
 
 TAG_VERSION = "drift_retrain_model_version"
-
+"""Tag: the model version that scored the drifted day."""
 
 TAG_AIRFLOW_RUN = "drift_retrain_airflow_run_id"
+"""Tag: the ``monitor_drift`` run that recorded the request."""
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,12 @@ def last_trigger(settings: Settings | None = None) -> Trigger | None:
     )
 
 
-def retrain_running(trigger: Trigger | None, policy: Policy, settings: Settings | None = None) -> bool:
+def retrain_running(trigger: Trigger | None, policy: DriftPolicy, settings: Settings | None = None) -> bool:
     """Whether the retrain of ``trigger`` still runs: requested less than the timeout ago, no model yet.
 
     Its model is a version whose ``reason`` tag starts with ``drift on <trigger day>`` (the reason
     travels from the trigger to ``train_model`` and onto the version it registers).
     """
-
     if trigger is None or not trigger.requested_at:
         return False
     try:
@@ -107,7 +108,6 @@ def record_trigger(
     verdict: Verdict, model_version: int, airflow_run_id: str | None, settings: Settings | None = None
 ) -> Trigger:
     """Record a retrain request on the registered model (the cooldown's state)."""
-
     s = resolve_settings(settings)
     client = registry.configure_mlflow(s)
     trigger = Trigger(
