@@ -2,7 +2,8 @@
 
 A lake of simulated days (transactions, labels, feature snapshots, a Feast registry) is built once
 per session under pytest's base temporary folder and shared read-only with test_promotion.py; each
-test has its own MLOPS_HOME (MLflow database and artifacts).
+test has its own MLOPS_HOME (MLflow database and artifacts). The rules of each training step on
+their own (window, labels join, sampling, model, lineage) are unit-tested in tests/unit/training.
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def lake_settings(mlops_home: Path, fraud_lake: Path, monkeypatch: pytest.Monkey
     return settings_module.settings()
 
 
-def test_train_registers_a_challenger_with_its_lineage(lake_settings: Settings, fraud_lake: Path) -> None:
+def test_training_registers_a_challenger_with_its_metrics_lineage_and_reference(
+    lake_settings: Settings, fraud_lake: Path
+) -> None:
     import mlflow
     import numpy as np
 
@@ -180,9 +183,9 @@ def test_train_registers_a_challenger_with_its_lineage(lake_settings: Settings, 
     assert str(lake_settings.home) in client.get_experiment(run.info.experiment_id).artifact_location
 
 
-def test_cli_trains_in_a_subprocess(lake_settings: Settings) -> None:
-
-    env = {**os.environ, **lake_settings.as_env(), "PYTHONPATH": str(PROJECT_ROOT)}
+def test_the_cli_trains_with_the_knobs_of_its_environment(lake_settings: Settings) -> None:
+    knobs = {"MLOPS_TRAIN_MAX_OOT_ROWS": "3000", "MLOPS_TRAIN_NEGATIVES_PER_POSITIVE": "5"}
+    env = {**os.environ, **lake_settings.as_env(), **knobs, "PYTHONPATH": str(PROJECT_ROOT)}
     argv = [
         *("train", "--as-of", str(AS_OF), "--window-days", "8", "--oot-days", "2"),
         *("--reason", "drift: amount shift", "--airflow-run-id", "manual__cli"),
@@ -203,105 +206,10 @@ def test_cli_trains_in_a_subprocess(lake_settings: Settings) -> None:
     )
     assert version.tags["airflow_run_id"] == "manual__cli"
     assert version.tags["reason"] == "drift: amount shift"
-
-
-def test_missing_partitions_are_named(lake_settings: Settings) -> None:
-    import dataclasses
-
-    from include.mlops import training
-
-    # A window longer than the lake's history is shortened to start on its second day...
-    window = training.training_window(AS_OF, 20, OOT_DAYS)
-    assert window.train_start == dt.date(2026, 1, 2)
-    training.check_window(window)
-    # ...and a window that really reaches missing days names every missing partition.
-    window = dataclasses.replace(window, train_start=dt.date(2025, 12, 29))
-    with pytest.raises(training.TrainingDataError) as error:
-        training.check_window(window)
-    message = str(error.value)
-    assert "transactions dt=2025-12-29" in message and "transactions dt=2025-12-31" in message
-    assert "features/customer dt=2025-12-28" in message
-    assert "transactions dt=2026-01-01" not in message
-
-    with pytest.raises(training.TrainingDataError, match="no labels partition on or before 2025-12-31"):
-        training.train(dt.date(2025, 12, 31), WINDOW_DAYS, OOT_DAYS, "before the lake", None)
-
-
-def test_labels_are_joined_once_and_a_missing_label_is_an_error(mlops_home: Path) -> None:
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from include.devtools import simulator
-    from include.mlops import lake, training
-
-    s = load_settings({"MLOPS_HOME": str(mlops_home)})
-    config = simulator.SimulationConfig(seed=3, rows_per_day=300)
-    base = lake.location(s.lake_url)
-    start = dt.date(2026, 3, 1)
-    dropped = twice = None
-    for i in range(9):
-        day = start + dt.timedelta(days=i)
-        lake.write_parquet(
-            lake.partition_at(base, "transactions", day).join(lake.DATA_FILE),
-            simulator.transactions_for_day(day, config),
-        )
-        labels = simulator.labels_for_day(day, config)
-        if day == start + dt.timedelta(days=4):
-            # Lose the label of one payment of 03-02.
-            ids = labels.column("transaction_id")
-            of_day = labels.filter(pc.starts_with(ids, "t20260302"))
-            dropped = of_day.column("transaction_id")[0].as_py()
-            labels = labels.filter(pc.not_equal(ids, dropped))
-        if day == start + dt.timedelta(days=5):
-            # A legitimate payment of 03-01 (settled on 03-04) is charged back on 03-06.
-            settled = simulator.labels_for_day(start + dt.timedelta(days=3), config)
-            first = settled.filter(pc.starts_with(settled.column("transaction_id"), "t20260301")).slice(0, 1)
-            twice = first.column("transaction_id")[0].as_py()
-            chargeback = first.set_column(1, "is_fraud", pa.array([1], pa.int8())).set_column(
-                2,
-                "reported_at",
-                pa.array([dt.datetime(2026, 3, 6, 12, tzinfo=dt.UTC)], first.schema.field(2).type),
-            )
-            labels = pa.concat_tables([labels, chargeback.cast(labels.schema)])
-        lake.write_parquet(lake.partition_at(base, "labels", day).join(lake.DATA_FILE), labels)
-    assert dropped is not None and twice is not None
-
-    days = [start + dt.timedelta(days=i) for i in range(3)]
-    with pytest.raises(training.TrainingDataError, match=dropped) as error:
-        training.read_training_days(days, start + dt.timedelta(days=8), 20, 7, s)
-    assert "2026-03-02: 1 payments" in str(error.value)
-
-    # The other days read fine, each payment once (the latest report wins), with weights that
-    # restore the negatives.
-    data = training.read_training_days([days[0]], start + dt.timedelta(days=8), 5, 7, s)
-    frame = data.frame
-    assert frame["transaction_id"].is_unique
-    assert data.stats["duplicate_labels"] == 1
-    assert frame.loc[frame["transaction_id"] == twice, LABEL].tolist() == [1]
-    assert frame[LABEL].isin([0, 1]).all()
-    (day_stats,) = data.stats["per_day"]
-    positives = frame[frame[LABEL] == 1]
-    negatives = frame[frame[LABEL] == 0]
-    assert len(positives) == day_stats["positives"] and (positives[training.WEIGHT] == 1).all()
-    assert 0 < day_stats["keep_rate"] < 1
-    assert np.allclose(negatives[training.WEIGHT], 1 / day_stats["keep_rate"])
-    assert len(negatives) < data.stats["negatives_total"]
-
-
-def test_device_is_read_back_from_the_booster() -> None:
-    import numpy as np
-    import xgboost as xgb
-
-    from include.mlops import training
-
-    assert training.detect_device("cpu") == "cpu"
-    device = training.detect_device("auto")
-    assert device in ("cpu", "cuda")
-    rng = np.random.default_rng(0)
-    booster = xgb.train(
-        {"device": device, "tree_method": "hist", "nthread": 1},
-        xgb.DMatrix(rng.random((50, 3)), label=rng.integers(0, 2, 50)),
-        2,
-    )
-    assert training.booster_device(booster).startswith(device)
+    # The MLOPS_TRAIN_* knobs reached every step: sampling, OOT cap and XGBoost's rounds.
+    params = registry.configure_mlflow(lake_settings).get_run(result["run_id"]).data.params
+    assert params["negatives_per_positive"] == "5"
+    assert params["xgb_n_estimators"] == "300"
+    metrics = result["metrics"]
+    assert metrics["oot_rows"] < metrics["oot_rows_total"]
+    assert abs(metrics["oot_rows"] - 3000) < 300, "a uniform sample of 1,500 payments a day"

@@ -1,80 +1,117 @@
-"""Training: the window of labelled days, the dataset from the lake and Feast, the model, its lineage, and
-:func:`train`, the entrypoint both training backends run (``python -m include.mlops train``).
+"""Training: the window of labelled days, the dataset from the lake and Feast, the model, its evaluation,
+its lineage, and :func:`train`, the entrypoint both training backends run (``python -m include.mlops train``).
+
+One module per step of :func:`train`, in the order it runs them:
 
 * :mod:`.window`: which days a run uses (:class:`Window`), and whether the lake holds them;
-* :mod:`.dataset`: labelled rows, down-sampled and weighted, with their point-in-time features;
-* :mod:`.model`: XGBoost (GPU when one answers) and the logistic-regression baseline;
-* :mod:`.lineage`: code version, partition fingerprints, validation results;
-* :mod:`.trainer`: :func:`train`, one MLflow run and one registered ``challenger`` version.
+* :mod:`.dataset`: labelled rows, down-sampled and weighted, with their point-in-time features
+  (:class:`TrainingSet`); :func:`oot_frame` rebuilds the OOT rows for promotion;
+* :mod:`.model`: XGBoost (GPU when one answers) and the logistic-regression baseline
+  (:class:`FitResult`);
+* :mod:`.evaluation`: both judged on the OOT days, and the drift monitor's reference sample
+  (:class:`Evaluation`);
+* :mod:`.lineage`: code version, partition fingerprints, validation results (:class:`Lineage`);
+* :mod:`.registration`: one MLflow run and one registered ``challenger`` version (:class:`Registered`);
+* :mod:`.trainer`: :func:`train`, the steps above in order.
+
+The knobs are :class:`~include.mlops.core.policies.TrainingSettings`; :func:`train` reads them once.
 """
 
 from include.mlops.training.dataset import (
-    MAX_OOT_ROWS,
-    MAX_TRAIN_ROWS,
-    NEGATIVES_PER_POSITIVE,
     WEIGHT,
     LabelledDays,
+    TrainingSet,
+    build_dataset,
     oot_frame,
     read_oot_days,
     read_training_days,
+    stable_uniform,
+)
+from include.mlops.training.evaluation import (
+    REFERENCE_ROWS,
+    Evaluation,
+    draw_reference_sample,
+    evaluate,
 )
 from include.mlops.training.lineage import (
+    Lineage,
     code_sha256,
     code_version,
     fingerprint_digest,
     package_version,
+    partition_fingerprint,
+    record_lineage,
     snapshot_fingerprints,
     validation_results,
 )
 from include.mlops.training.model import (
     EARLY_STOPPING_ROUNDS,
-    MAX_ROUNDS,
+    MAX_BASELINE_ROWS,
+    BoostingReport,
+    FitResult,
     booster_device,
     detect_device,
     fit_baseline,
+    fit_models,
     fit_xgboost,
     training_threads,
     xgb_params,
 )
-from include.mlops.training.trainer import (
-    MAX_BASELINE_ROWS,
-    REFERENCE_ROWS,
-    train,
+from include.mlops.training.registration import (
+    Registered,
+    TrainingRequest,
+    log_and_register,
 )
+from include.mlops.training.trainer import train
 from include.mlops.training.window import (
     VALIDATION_SHARE,
     TrainingDataError,
     Window,
     check_window,
+    day_range,
+    partition_files,
     training_window,
 )
 
 __all__ = [
     "EARLY_STOPPING_ROUNDS",
     "MAX_BASELINE_ROWS",
-    "MAX_OOT_ROWS",
-    "MAX_ROUNDS",
-    "MAX_TRAIN_ROWS",
-    "NEGATIVES_PER_POSITIVE",
     "REFERENCE_ROWS",
     "VALIDATION_SHARE",
     "WEIGHT",
+    "BoostingReport",
+    "Evaluation",
+    "FitResult",
     "LabelledDays",
+    "Lineage",
+    "Registered",
     "TrainingDataError",
+    "TrainingRequest",
+    "TrainingSet",
     "Window",
     "booster_device",
+    "build_dataset",
     "check_window",
     "code_sha256",
     "code_version",
+    "day_range",
     "detect_device",
+    "draw_reference_sample",
+    "evaluate",
     "fingerprint_digest",
     "fit_baseline",
+    "fit_models",
     "fit_xgboost",
+    "log_and_register",
     "oot_frame",
     "package_version",
+    "partition_files",
+    "partition_fingerprint",
     "read_oot_days",
     "read_training_days",
+    "record_lineage",
     "snapshot_fingerprints",
+    "stable_uniform",
     "train",
     "training_threads",
     "training_window",

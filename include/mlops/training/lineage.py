@@ -1,21 +1,34 @@
-"""What a model was made from: the code version, the partitions' fingerprints and their validation results."""
+"""What a model was made from: the code version, the partitions' fingerprints and their validation results.
+
+A fingerprint (:func:`partition_fingerprint`) names one file the run read: its dataset, day, URL,
+sha256, size and rows. :func:`record_lineage` gathers them, with the feature snapshots the
+point-in-time join served and the validation reports the partitions passed, into the
+``lineage/data_lineage.json`` artifact of the training run.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.mlops import lake
+from include.mlops.core.schema import LABELS, TRANSACTIONS
 from include.mlops.core.settings import PROJECT_ROOT, resolve_settings
-from include.mlops.training.dataset import _fingerprint
+from include.mlops.training.window import day_range
 
 if TYPE_CHECKING:
-    import datetime as dt
     from collections.abc import Iterable
 
     from include.mlops.core.settings import Settings
+    from include.mlops.training.window import Window
+
+
+logger = logging.getLogger(__name__)
 
 
 def package_version() -> str:
@@ -49,6 +62,22 @@ def code_version() -> str:
     return f"{package_version()}+{code_sha256()[:12]}"
 
 
+def partition_fingerprint(dataset: str, day: dt.date, loc: lake.Location, data: bytes, rows: int) -> dict:
+    """The fingerprint of one file of a partition: what it is, where, its sha256, size and rows.
+
+    ``data`` is the file's content as read (hashed here, so the file is read once); ``rows`` is
+    ``-1`` when the file was not decoded (a feature snapshot, which Feast reads).
+    """
+    return {
+        "dataset": dataset,
+        "day": day.isoformat(),
+        "url": loc.url,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "rows": rows,
+    }
+
+
 def validation_results(dataset_days: Iterable[tuple[str, dt.date]], settings: Settings | None = None) -> list:
     """The validation report each (dataset, day) passed through, if present: path and success flag."""
     s = resolve_settings(settings)
@@ -78,7 +107,7 @@ def snapshot_fingerprints(days: Iterable[dt.date], settings: Settings | None = N
             loc = features.snapshot_location(view, day, s)
             if lake.exists(loc):
                 data = lake.read_bytes(loc)
-                out.append(_fingerprint(lake.feature_snapshots(view), day, loc, data, -1))
+                out.append(partition_fingerprint(lake.feature_snapshots(view), day, loc, data, -1))
     return out
 
 
@@ -86,3 +115,59 @@ def fingerprint_digest(fingerprints: Iterable[dict]) -> str:
     """One sha256 over a set of partition fingerprints (order-independent)."""
     lines = sorted(f"{p['url']} {p['sha256']}" for p in fingerprints)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What a training run was made from: the lineage artifact and the identifiers its tags carry."""
+
+    record: dict[str, Any]
+    """The ``lineage/data_lineage.json`` artifact: window, partitions, snapshots, validation, sampling."""
+    oot_fingerprint: str
+    """:func:`fingerprint_digest` of the OOT partitions: promotion checks it rebuilt the same rows."""
+    code_version: str
+    code_sha256: str
+    package_version: str
+
+
+def record_lineage(
+    window: Window,
+    train_fingerprints: list[dict],
+    oot_fingerprints: list[dict],
+    sampling: dict[str, Any],
+    settings: Settings | None = None,
+) -> Lineage:
+    """The lineage of a training run on ``window``: every partition file read (each once), the
+    feature snapshots the point-in-time join served, the validation results of the partitions and
+    how the rows were sampled (``sampling``)."""
+    from include.mlops import features
+
+    s = resolve_settings(settings)
+    dataset_days = [(TRANSACTIONS.name, d) for d in [*window.train_days, *window.oot_days]]
+    dataset_days += [(LABELS.name, d) for d in window.label_days]
+    validations = validation_results(dataset_days, s)
+    # A snapshot may serve payments up to two days after it (features.SNAPSHOT_TTL, one missing
+    # day): the snapshots the join can have served start two days before the first training day.
+    snapshot_days = day_range(
+        window.train_start - dt.timedelta(days=2), window.oot_end - dt.timedelta(days=1)
+    )
+    # A labels partition serves several days: keep each file once, in the order it was read.
+    partitions = list({p["url"]: p for p in train_fingerprints + oot_fingerprints}.values())
+    record = {
+        "window": window.as_dict(),
+        "feature_service": features.FEATURE_SERVICE_NAME,
+        "partitions": partitions,
+        "feature_snapshots": snapshot_fingerprints(snapshot_days, s),
+        "validation": validations,
+        "sampling": sampling,
+    }
+    failed = [v["path"] for v in validations if v["success"] is False]
+    if failed:
+        logger.warning("%d partitions have a failed validation report: %s", len(failed), failed[:5])
+    return Lineage(
+        record=record,
+        oot_fingerprint=fingerprint_digest(oot_fingerprints),
+        code_version=code_version(),
+        code_sha256=code_sha256(),
+        package_version=package_version(),
+    )

@@ -2,6 +2,7 @@
 
 The device actually used is read back from the booster's configuration, never from its
 parameters (a CUDA build on a machine without a GPU warns and trains on the CPU).
+:func:`fit_models` is the training run's step: both models fitted on the same rows.
 """
 
 from __future__ import annotations
@@ -9,22 +10,27 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.mlops.training.dataset import _env_int
-
-logger = logging.getLogger(__name__)
+from include.mlops.core.policies import TrainingSettings
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from include.mlops.training.dataset import TrainingSet
 
-MAX_ROUNDS = 600
 
+logger = logging.getLogger(__name__)
 
 EARLY_STOPPING_ROUNDS = 50
+"""Rounds without a better validation log-loss before boosting stops."""
+
+MAX_BASELINE_ROWS = 500_000
+"""Fit rows the baseline learns from at most (a uniform sample above it)."""
 
 
 def booster_device(booster: Any) -> str:
@@ -32,25 +38,27 @@ def booster_device(booster: Any) -> str:
     return str(json.loads(booster.save_config())["learner"]["generic_param"]["device"])
 
 
-def detect_device(requested: str | None = None) -> str:
+def detect_device(requested: str = TrainingSettings.device) -> str:
     """``cuda`` if this XGBoost build has CUDA and a GPU answers a one-round probe, else ``cpu``.
 
-    ``requested`` (default ``MLOPS_TRAIN_DEVICE``, ``auto``) forces ``cpu``; ``cuda`` is still
-    probed, and falls back to ``cpu`` with a message when no GPU answers.
+    ``requested`` is the knob ``MLOPS_TRAIN_DEVICE``: ``auto`` probes, ``cpu`` forces the CPU,
+    ``cuda`` is still probed and falls back to ``cpu`` with a warning when no GPU answers.
     """
     import warnings
 
     import numpy as np
     import xgboost as xgb
 
-    requested = (requested or os.environ.get("MLOPS_TRAIN_DEVICE", "") or "auto").lower()
+    requested = (requested or "auto").lower()
     if requested not in ("auto", "cpu", "cuda"):
         raise ValueError(f"MLOPS_TRAIN_DEVICE={requested!r}: expected auto, cpu or cuda")
     if requested == "cpu":
         return "cpu"
     if not xgb.build_info().get("USE_CUDA"):
         if requested == "cuda":
-            logger.info("MLOPS_TRAIN_DEVICE=cuda but this XGBoost build has no CUDA support: training on cpu")
+            logger.warning(
+                "MLOPS_TRAIN_DEVICE=cuda but this XGBoost build has no CUDA support: training on cpu"
+            )
         return "cpu"
     rng = np.random.default_rng(0)
     probe = xgb.DMatrix(rng.random((32, 2)), label=rng.integers(0, 2, 32))
@@ -59,37 +67,17 @@ def detect_device(requested: str | None = None) -> str:
         booster = xgb.train({"device": "cuda", "tree_method": "hist", "verbosity": 0}, probe, 1)
     device = "cuda" if booster_device(booster).startswith("cuda") else "cpu"
     if requested == "cuda" and device == "cpu":
-        logger.info("MLOPS_TRAIN_DEVICE=cuda but no GPU answered: training on cpu")
+        logger.warning("MLOPS_TRAIN_DEVICE=cuda but no GPU answered: training on cpu")
     return device
 
 
-def xgb_params(device: str, seed: int) -> dict[str, Any]:
-    return {
-        "objective": "binary:logistic",
-        "tree_method": "hist",
-        "device": device,
-        "n_estimators": _env_int("MLOPS_TRAIN_MAX_ROUNDS", MAX_ROUNDS),
-        "learning_rate": 0.05,
-        "max_depth": 5,
-        "min_child_weight": 3.0,
-        "subsample": 0.9,
-        "colsample_bytree": 0.9,
-        "reg_lambda": 1.0,
-        "max_bin": 256,
-        "eval_metric": ["aucpr", "logloss"],
-        "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
-        "random_state": seed,
-        "n_jobs": training_threads(),
-    }
-
-
-def training_threads() -> int:
-    """Threads for XGBoost: ``MLOPS_TRAIN_THREADS``, else the CPUs this process may really use.
+def training_threads(configured: int = TrainingSettings.threads) -> int:
+    """Threads for XGBoost: ``configured`` (the knob ``MLOPS_TRAIN_THREADS``) when positive, else
+    the CPUs this process may really use.
 
     In a pod, ``os.cpu_count()`` is the node's cores; the cgroup quota (``cpu.max``) is the limit
     that counts. Oversubscribed OpenMP threads are several times slower than fewer threads.
     """
-    configured = _env_int("MLOPS_TRAIN_THREADS", 0)
     if configured > 0:
         return configured
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -102,6 +90,46 @@ def training_threads() -> int:
     return max(1, cpus)
 
 
+def xgb_params(
+    device: str,
+    seed: int,
+    *,
+    rounds: int = TrainingSettings.max_rounds,
+    threads: int = TrainingSettings.threads,
+) -> dict[str, Any]:
+    """The XGBoost classifier's parameters: ``hist`` trees on ``device``, at most ``rounds`` rounds
+    (the knob ``MLOPS_TRAIN_MAX_ROUNDS``) with early stopping, on :func:`training_threads` threads."""
+    return {
+        "objective": "binary:logistic",
+        "tree_method": "hist",
+        "device": device,
+        "n_estimators": rounds,
+        "learning_rate": 0.05,
+        "max_depth": 5,
+        "min_child_weight": 3.0,
+        "subsample": 0.9,
+        "colsample_bytree": 0.9,
+        "reg_lambda": 1.0,
+        "max_bin": 256,
+        "eval_metric": ["aucpr", "logloss"],
+        "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
+        "random_state": seed,
+        "n_jobs": training_threads(threads),
+    }
+
+
+@dataclass(frozen=True)
+class BoostingReport:
+    """What happened in an XGBoost fit: the device really used and the best validation round."""
+
+    device: str
+    best_iteration: int
+    validation_aucpr: float
+    validation_logloss: float
+    params: dict[str, Any]
+    """The parameters it was fitted with (the evaluation metrics left out)."""
+
+
 def fit_xgboost(
     x_fit: pd.DataFrame,
     y_fit: np.ndarray,
@@ -111,7 +139,10 @@ def fit_xgboost(
     w_val: np.ndarray,
     device: str,
     seed: int,
-) -> tuple[Any, dict[str, Any]]:
+    *,
+    rounds: int = TrainingSettings.max_rounds,
+    threads: int = TrainingSettings.threads,
+) -> tuple[Any, BoostingReport]:
     """Fit XGBoost ``hist`` with early stopping on the validation slice (weighted log-loss).
 
     Returns the booster (device reset to ``cpu`` for portable scoring) and what happened: rounds,
@@ -121,7 +152,7 @@ def fit_xgboost(
 
     import xgboost as xgb
 
-    params = xgb_params(device, seed)
+    params = xgb_params(device, seed, rounds=rounds, threads=threads)
     model = xgb.XGBClassifier(**params)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ff]alling back.*")
@@ -140,14 +171,14 @@ def fit_xgboost(
     # Keep only the trees up to the best round, so that every consumer scores the same model.
     booster = booster[: best + 1]
     booster.set_param({"device": "cpu"})
-    info = {
-        "device": used,
-        "best_iteration": best,
-        "validation_aucpr": float(history["aucpr"][best]),
-        "validation_logloss": float(history["logloss"][best]),
-        "params": {k: v for k, v in params.items() if k != "eval_metric"},
-    }
-    return booster, info
+    report = BoostingReport(
+        device=used,
+        best_iteration=best,
+        validation_aucpr=float(history["aucpr"][best]),
+        validation_logloss=float(history["logloss"][best]),
+        params={k: v for k, v in params.items() if k != "eval_metric"},
+    )
+    return booster, report
 
 
 def fit_baseline(x: pd.DataFrame, y: np.ndarray, w: np.ndarray) -> Any:
@@ -159,6 +190,7 @@ def fit_baseline(x: pd.DataFrame, y: np.ndarray, w: np.ndarray) -> Any:
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     def signed_log(values: np.ndarray) -> np.ndarray:
+        """Tame the heavy tails of amounts and ratios, keeping the sign."""
         return np.sign(values) * np.log1p(np.abs(values))
 
     pipeline = make_pipeline(
@@ -169,3 +201,50 @@ def fit_baseline(x: pd.DataFrame, y: np.ndarray, w: np.ndarray) -> Any:
     )
     pipeline.fit(x.to_numpy(dtype="float64"), y, logisticregression__sample_weight=w)
     return pipeline
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """The fitted model and baseline of a training run, with how long each took."""
+
+    booster: Any
+    boosting: BoostingReport
+    baseline: Any
+    device_requested: str
+    """The device probed before the fit; :attr:`BoostingReport.device` is the one really used."""
+    train_seconds: float
+    baseline_seconds: float
+
+    @property
+    def device(self) -> str:
+        """The device XGBoost really trained on."""
+        return self.boosting.device
+
+
+def fit_models(data: TrainingSet, knobs: TrainingSettings, seed: int) -> FitResult:
+    """XGBoost on the fit rows with early stopping on the validation slice, and the baseline on the
+    same fit rows (a uniform sample above :data:`MAX_BASELINE_ROWS`)."""
+    import numpy as np
+
+    device = detect_device(knobs.device)
+    fit, val = data.in_fit, data.in_validation
+    started = time.perf_counter()
+    booster, boosting = fit_xgboost(
+        data.x[fit], data.y[fit], data.weight[fit],
+        data.x[val], data.y[val], data.weight[val],
+        device, seed, rounds=knobs.max_rounds, threads=knobs.threads,
+    )  # fmt: skip
+    train_seconds = time.perf_counter() - started
+    logger.info(
+        "xgboost on %s: %d rounds in %.1fs", boosting.device, boosting.best_iteration + 1, train_seconds
+    )
+
+    # Above MAX_BASELINE_ROWS a uniform sample keeps the same weighted distribution without a dense
+    # copy of millions of rows per preprocessing step.
+    started = time.perf_counter()
+    rows = np.flatnonzero(fit)
+    if len(rows) > MAX_BASELINE_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_BASELINE_ROWS, replace=False))
+    baseline = fit_baseline(data.x.iloc[rows], data.y[rows], data.weight[rows])
+    baseline_seconds = time.perf_counter() - started
+    return FitResult(booster, boosting, baseline, device, train_seconds, baseline_seconds)

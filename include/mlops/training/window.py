@@ -38,8 +38,9 @@ class TrainingDataError(RuntimeError):
     """The lake does not hold what the requested window needs; the message says what is missing."""
 
 
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
-    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
+    """Every day from ``first`` to ``last``, both included (empty when ``last`` is before ``first``)."""
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 @dataclass(frozen=True)
@@ -58,17 +59,17 @@ class Window:
     @property
     def train_days(self) -> list[dt.date]:
         """The training days, validation slice included."""
-        return _days(self.train_start, self.train_end)
+        return day_range(self.train_start, self.train_end)
 
     @property
     def oot_days(self) -> list[dt.date]:
         """The out-of-time days."""
-        return _days(self.oot_start, self.oot_end)
+        return day_range(self.oot_start, self.oot_end)
 
     @property
     def label_days(self) -> list[dt.date]:
         """The labels partitions whose reports can concern the window's payments."""
-        return _days(self.train_start + dt.timedelta(days=1), self.latest_labels)
+        return day_range(self.train_start + dt.timedelta(days=1), self.latest_labels)
 
     def describe(self) -> str:
         """One line for logs and error messages."""
@@ -82,8 +83,12 @@ class Window:
         return {k: v.isoformat() for k, v in asdict(self).items()}
 
 
-def _partition_files(base: lake.Location, dataset: str, day: dt.date) -> list[lake.Location]:
-    """The data files of one lake partition (temporary and marker files excluded)."""
+def partition_files(base: lake.Location, dataset: str, day: dt.date) -> list[lake.Location]:
+    """The data files of one lake partition (temporary and marker files excluded).
+
+    A partition folder without a data file (only its ``_SUCCESS`` marker, or an interrupted
+    write) does not count as present.
+    """
     return lake.data_files(lake.partition_at(base, dataset, day))
 
 
@@ -100,7 +105,7 @@ def training_window(
         raise ValueError(f"oot_days must be at least 1, not {oot_days}")
     base = lake.root("lake", settings)
     candidates = [d for d in lake.partition_days(base, LABELS.name) if d <= as_of]
-    latest = next((d for d in reversed(candidates) if _partition_files(base, LABELS.name, d)), None)
+    latest = next((d for d in reversed(candidates) if partition_files(base, LABELS.name, d)), None)
     if latest is None:
         raise TrainingDataError(
             f"no labels partition on or before {as_of} under {base.join(LABELS.name).url}: "
@@ -117,7 +122,9 @@ def training_window(
     if first is not None and train_start <= first and (train_end - first).days >= 2:
         train_start = first + dt.timedelta(days=1)
         window_days = (train_end - train_start).days + 1
-        logger.info(f"the lake starts on {first}: training window shortened to {train_start}..{train_end}")
+        logger.info(
+            "the lake starts on %s: training window shortened to %s..%s", first, train_start, train_end
+        )
     validation_days = max(1, round(window_days * VALIDATION_SHARE))
     return Window(
         as_of=as_of,
@@ -131,6 +138,11 @@ def training_window(
     )
 
 
+def _named(dataset: str, day: dt.date) -> str:
+    """A partition as the operator finds it under the lake: ``transactions dt=2026-01-02``."""
+    return f"{dataset} {lake.partition_name(day)}"
+
+
 def check_window(window: Window, settings: Settings | None = None) -> None:
     """Fail with the list of missing partitions unless the lake holds everything ``window`` needs.
 
@@ -142,15 +154,14 @@ def check_window(window: Window, settings: Settings | None = None) -> None:
 
     s = resolve_settings(settings)
     base = lake.root("lake", s)
-    missing: list[str] = []
     days = [*window.train_days, *window.oot_days]
-    missing += [f"transactions dt={d}" for d in days if not _partition_files(base, TRANSACTIONS.name, d)]
-    missing += [f"labels dt={d}" for d in window.label_days if not _partition_files(base, LABELS.name, d)]
+    needed = [(TRANSACTIONS.name, d) for d in days] + [(LABELS.name, d) for d in window.label_days]
+    missing = [_named(dataset, d) for dataset, d in needed if not partition_files(base, dataset, d)]
     for d in days:
         before = d - dt.timedelta(days=1)
         for view in ("customer", "merchant"):
             if not lake.exists(features.snapshot_location(view, before, s)):
-                missing.append(f"features/{view} dt={before}")
+                missing.append(_named(lake.feature_snapshots(view), before))
     if missing:
         shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
         raise TrainingDataError(

@@ -1,0 +1,106 @@
+"""How good the model is: its metrics on the out-of-time days beside the baseline's, and the reference
+sample the drift monitor compares served traffic with.
+
+:func:`evaluate` is the training run's step; its :attr:`Evaluation.metrics` are what the MLflow run
+logs (and :func:`~include.mlops.training.trainer.train` returns).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from include.mlops import registry
+from include.mlops.core.metrics import classification_metrics
+from include.mlops.core.schema import LABEL
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from include.mlops.training.dataset import TrainingSet
+    from include.mlops.training.model import FitResult
+
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_ROWS = 5_000
+"""OOT rows in the drift monitor's reference sample."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The model and the baseline judged on the same OOT rows."""
+
+    model: dict[str, float]
+    """The model's classification metrics on the OOT days (``pr_auc``, ``recall_at_1pct_fpr`` ...)."""
+    baseline: dict[str, float]
+    """The baseline's, same names."""
+    scores: np.ndarray
+    """The model's fraud probability of each OOT row."""
+    metrics: dict[str, float]
+    """Every metric of the run: quality, sizes of the sets, timings and the device."""
+
+
+def evaluate(data: TrainingSet, fitted: FitResult) -> Evaluation:
+    """Score the OOT rows with the model and the baseline, and gather the run's metrics."""
+    import numpy as np
+
+    scores = fitted.booster.inplace_predict(data.x_oot).astype(np.float64)
+    model = classification_metrics(data.y_oot, scores)
+    baseline = classification_metrics(
+        data.y_oot, fitted.baseline.predict_proba(data.x_oot.to_numpy(dtype="float64"))[:, 1]
+    )
+    logger.info(
+        "OOT PR-AUC %.4f (baseline %.4f), recall at 1%% FPR %.4f",
+        model["pr_auc"], baseline["pr_auc"], model["recall_at_1pct_fpr"],
+    )  # fmt: skip
+    return Evaluation(model, baseline, scores, _run_metrics(data, fitted, model, baseline))
+
+
+def _run_metrics(
+    data: TrainingSet, fitted: FitResult, model: dict[str, float], baseline: dict[str, float]
+) -> dict[str, float]:
+    """The metrics the MLflow run logs, in the order they are reported."""
+    fit, val = data.in_fit, data.in_validation
+    boosting = fitted.boosting
+    return {
+        **model,
+        **{f"baseline_{k}": v for k, v in baseline.items()},
+        "pr_auc_margin_over_baseline": model["pr_auc"] - baseline["pr_auc"],
+        "validation_aucpr": boosting.validation_aucpr,
+        "validation_logloss": boosting.validation_logloss,
+        "best_iteration": boosting.best_iteration,
+        "train_rows": int(fit.sum()),
+        "train_positives": int(data.y[fit].sum()),
+        "validation_rows": int(val.sum()),
+        "validation_positives": int(data.y[val].sum()),
+        "window_rows_total": data.train.stats["rows_total"],
+        "window_negatives_total": data.train.stats["negatives_total"],
+        "oot_rows": len(data.oot.frame),
+        "oot_positives": int(data.y_oot.sum()),
+        "oot_fraud_rate": float(data.y_oot.mean()),
+        "oot_rows_total": data.oot.stats["rows_total"],
+        "duplicate_labels": data.train.stats["duplicate_labels"] + data.oot.stats["duplicate_labels"],
+        "train_seconds": fitted.train_seconds,
+        "baseline_train_seconds": fitted.baseline_seconds,
+        "read_seconds": data.read_seconds,
+        "feature_seconds": data.feature_seconds,
+        "gpu": 1.0 if fitted.device.startswith("cuda") else 0.0,
+    }
+
+
+def draw_reference_sample(data: TrainingSet, evaluation: Evaluation, seed: int) -> pd.DataFrame:
+    """At most :data:`REFERENCE_ROWS` OOT rows as served (ids, timestamps, features) with the model's
+    prediction and the label: what the drift monitor compares later traffic with (logged on the
+    run, read back with :func:`include.mlops.registry.reference_sample`)."""
+    import numpy as np
+
+    oot = data.oot.frame
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(oot), size=min(REFERENCE_ROWS, len(oot)), replace=False))
+    reference = oot.iloc[pick][["transaction_id", "event_timestamp", *data.columns]].copy()
+    reference[registry.REFERENCE_SCORE] = evaluation.scores[pick]
+    reference[LABEL] = data.y_oot[pick]
+    return reference
