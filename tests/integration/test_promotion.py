@@ -1,4 +1,5 @@
-"""The promotion policy, the alias moves, the lock and rollback, embedded and on the cluster profile.
+"""Promotion on the registry: alias moves, records, the lock and rollback, embedded and on the cluster
+profile. The policy's pure rules are unit-tested in tests/unit/promotion.
 
 Models of known quality are built once per session from the shared simulated lake (see
 test_training.py): ``good`` (every feature), ``weak`` (the five features of the payment alone)
@@ -18,17 +19,17 @@ import threading
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pytest
 
 from include.mlops import registry
 from include.mlops.core import settings as settings_module
 from include.mlops.core.schema import LABEL
-from include.mlops.core.settings import PROJECT_ROOT, load_settings
+from include.mlops.core.settings import load_settings
 from tests.conftest import free_port
+from tests.integration.test_registry import lock_held_elsewhere
 from tests.integration.test_training import (
     AS_OF,
     OOT_DAYS,
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Iterator
     from pathlib import Path
+
+    import numpy as np
 
     from include.mlops.core.settings import Settings
 
@@ -82,12 +85,9 @@ def zoo(fraud_lake: Path) -> Zoo:
 
     def fit(columns: list[str], labels: np.ndarray) -> Any:
         x = frame[columns].astype("float64")
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("MLOPS_TRAIN_THREADS", "1")
-            mp.setenv("MLOPS_TRAIN_MAX_ROUNDS", "300")
-            booster, _ = training.fit_xgboost(
-                x[~val], labels[~val], w[~val], x[val], labels[val], w[val], "cpu", 7
-            )
+        booster, _ = training.fit_xgboost(
+            x[~val], labels[~val], w[~val], x[val], labels[val], w[val], "cpu", 7, rounds=300, threads=1
+        )
         return booster
 
     shuffled = np.random.default_rng(1).permutation(y)
@@ -134,139 +134,10 @@ def policy_env(lake_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Sett
 
 
 # --------------------------------------------------------------------------------------------------
-# The policy as a pure function
-
-
-def _labels(n: int = 6000, rate: float = 0.02, seed: int = 0) -> np.ndarray:
-    import numpy as np
-
-    return (np.random.default_rng(seed).random(n) < rate).astype(int)
-
-
-def _scores(y: np.ndarray, signal: float, seed: int) -> np.ndarray:
-    """Probabilities whose separation of the classes grows with ``signal``."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    logit = -4.5 + signal * y + rng.normal(0, 1, len(y))
-    return 1 / (1 + np.exp(-logit))
-
-
-def _model(version: int, scores: np.ndarray, columns: list[str] | None = None) -> Any:
-    from include.mlops.promotion import ModelScores
-
-    return ModelScores(version, scores, columns or ["a", "b"])
-
-
-def test_decide_first_model_needs_the_floors() -> None:
-    from include.mlops.promotion import Policy, decide
-
-    y = _labels()
-    policy = Policy(min_pr_auc=0.3, min_recall_at_1pct_fpr=0.3, bootstrap=200)
-    good = decide(y, _model(1, _scores(y, 5.0, 1)), None, policy)
-    assert good.promote and good.outcome == "promoted", good.reason
-    poor = decide(y, _model(1, _scores(y, 0.5, 1)), None, policy)
-    assert not poor.promote and poor.outcome == "rejected"
-    assert "below the floor" in poor.reason
-
-
-def test_decide_better_worse_and_tie() -> None:
-    from include.mlops.promotion import Policy, decide
-
-    y = _labels()
-    policy = Policy(margin=0.005, min_pr_auc=0.1, min_recall_at_1pct_fpr=0.1, bootstrap=300)
-    strong, medium = _scores(y, 5.0, 1), _scores(y, 3.0, 2)
-
-    better = decide(y, _model(2, strong), _model(1, medium), policy)
-    assert better.promote, better.reason
-    low, _high = better.comparison["bootstrap"]["delta_pr_auc_interval"]
-    assert low > 0 and better.comparison["delta_pr_auc"] >= 0.005
-    assert better.comparison["bootstrap"]["rows"] == len(y)
-    # Above the row cap the intervals come from a uniform sample: same verdict here, wider interval.
-    capped = decide(y, _model(2, strong), _model(1, medium), replace(policy, bootstrap_rows=3000))
-    assert capped.promote and capped.comparison["bootstrap"]["rows"] == 3000
-
-    worse = decide(y, _model(2, medium), _model(1, strong), policy)
-    assert not worse.promote and worse.outcome == "kept_champion"
-    assert "worse" in worse.reason
-
-    # Identical scores, and a gain smaller than the margin: both are ties, the champion stays.
-    tie = decide(y, _model(2, strong.copy()), _model(1, strong), policy)
-    assert not tie.promote and "tie" in tie.reason
-    nudged = decide(y, _model(2, strong), _model(1, strong), Policy(margin=0.05, bootstrap=0))
-    assert not nudged.promote
-
-
-def test_decide_a_gain_inside_the_noise_is_not_enough() -> None:
-    import numpy as np
-
-    from include.mlops.promotion import Policy, decide
-
-    # 300 rows, 6 frauds: a point gain above the margin, but an interval that includes 0.
-    y = np.zeros(300, dtype=int)
-    y[[10, 50, 90, 130, 170, 210]] = 1
-    champion = _scores(y, 3.0, 3)
-    challenger = champion.copy()
-    challenger[50] = champion.max() + 0.01  # one fraud moved to the top
-    decision = decide(y, _model(2, challenger), _model(1, champion), Policy(0.005, 0.0, 0.0, 500))
-    assert decision.comparison["delta_pr_auc"] > 0.005
-    assert not decision.promote and "not clearly > 0" in decision.reason
-
-
-def _nan(s: np.ndarray) -> None:
-    s[:3] = np.nan
-
-
-def _constant(s: np.ndarray) -> None:
-    s[:] = 0.01
-
-
-def _out_of_range(s: np.ndarray) -> None:
-    s[0] = 1.7
-
-
-def _uncalibrated(s: np.ndarray) -> None:
-    s[:] = 0.9
-    s[0] = 0.1
-
-
-@pytest.mark.parametrize(
-    ("mutate", "expected"),
-    [
-        (_nan, "NaN or infinite"),
-        (_constant, "constant scores"),
-        (_out_of_range, "outside [0, 1]"),
-        (_uncalibrated, "observed fraud rate"),
-    ],
-    ids=["nan", "constant", "out-of-range", "uncalibrated"],
-)
-def test_decide_rejects_insane_scores(mutate: Any, expected: str) -> None:
-    from include.mlops.promotion import Policy, decide
-
-    y = _labels()
-    scores = _scores(y, 5.0, 1)
-    mutate(scores)
-    decision = decide(y, _model(2, scores), _model(1, _scores(y, 1.0, 2)), Policy(bootstrap=0))
-    assert not decision.promote and decision.outcome == "rejected"
-    assert expected in decision.reason
-
-
-def test_decide_rejects_a_model_needing_unserved_columns() -> None:
-    from include.mlops.promotion import ModelScores, Policy, decide
-
-    y = _labels()
-    challenger = ModelScores(2, None, ["a", "new_feature"], missing_columns=["new_feature"])
-    decision = decide(y, challenger, None, Policy(bootstrap=0))
-    assert decision.outcome == "rejected" and "new_feature" in decision.reason
-
-
-# --------------------------------------------------------------------------------------------------
 # The registry: alias moves, records, rollback
 
 
 def test_promotion_and_rollback_on_the_registry(policy_env: Settings, zoo: Zoo) -> None:
-    import mlflow
-
     from include.mlops import promotion
 
     s = policy_env
@@ -305,23 +176,58 @@ def test_promotion_and_rollback_on_the_registry(policy_env: Settings, zoo: Zoo) 
     assert not result["promoted"] and "worse" in result["reason"]
     assert registry.champion_version() == good
 
-    # Decisions are recorded on the version, the model and the challenger's run.
+    _check_decisions_recorded(s, zoo, weak=weak, good=good, worse=worse)
+    _check_rerun_of_the_champion(s, good)
+    _check_rollback(s, weak=weak, good=good)
+    assert same  # registered, never champion
+
+
+def _check_decisions_recorded(s: Settings, zoo: Zoo, weak: int, good: int, worse: int) -> None:
+    """Decisions are recorded on the version, the model and the challenger's run."""
+    import mlflow
+
+    client, name = registry.configure_mlflow(s), s.model_name
     tags = client.get_model_version(name, str(worse)).tags
     assert tags["decision"] == "kept_champion" and tags["compared_with"] == str(good)
     assert float(tags["challenger_pr_auc"]) < float(tags["champion_pr_auc"])
     last = json.loads(client.get_registered_model(name).tags["last_decision"])
     assert (last["version"], last["outcome"]) == (worse, "kept_champion")
     assert last["champion_metrics"]["pr_auc"] > last["challenger_metrics"]["pr_auc"]
+    promoted = json.loads(client.get_registered_model(name).tags["last_promotion"])
+    assert (promoted["version"], promoted["champion_before"]) == (good, weak)
     run_id = client.get_model_version(name, str(good)).run_id
     (report,) = client.list_artifacts(run_id, "promotion")
     body = mlflow.artifacts.load_dict(f"runs:/{run_id}/{report.path}")
     assert body["decision"]["outcome"] == "promoted" and body["champion_version_before"] == weak
     assert body["oot_start"] == str(zoo.oot_start) and body["positives"] > 20
+    assert body["airflow_run_id"] == "run-good" and body["policy"]["margin"] == 0.005
 
-    # Rolling back restores the earlier version and says why.
+
+def _check_rerun_of_the_champion(s: Settings, good: int) -> None:
+    """Rerunning the task that promoted the champion reports it and keeps the record that promoted it."""
+    from include.mlops import promotion
+
+    client, name = registry.configure_mlflow(s), s.model_name
+    last_before = client.get_registered_model(name).tags["last_decision"]
+    result = promotion.evaluate_and_promote_run("run-good")
+    assert (result["outcome"], result["promoted"]) == ("already_champion", False)
+    assert result["champion_before"] == result["champion_after"] == good
+    assert client.get_model_version(name, str(good)).tags["decision"] == "promoted"
+    assert client.get_registered_model(name).tags["last_decision"] == last_before
+    run_id = client.get_model_version(name, str(good)).run_id
+    assert len(client.list_artifacts(run_id, "promotion")) == 1
+
+
+def _check_rollback(s: Settings, weak: int, good: int) -> None:
+    """Rolling back restores the earlier version and says why; it needs a reason and a real version."""
+    from include.mlops import promotion
+
+    client, name = registry.configure_mlflow(s), s.model_name
     rolled = promotion.rollback(weak, reason="version 3 blocks good customers")
     assert (rolled["champion_before"], rolled["champion_after"]) == (good, weak)
+    assert rolled["outcome"] == "rolled_back"
     assert registry.champion_version() == weak
+    assert int(client.get_model_version_by_alias(name, "previous_champion").version) == good
     assert (
         client.get_model_version(name, str(weak)).tags["rollback_reason"] == "version 3 blocks good customers"
     )
@@ -330,34 +236,39 @@ def test_promotion_and_rollback_on_the_registry(policy_env: Settings, zoo: Zoo) 
     assert (last["action"], last["champion_after"]) == ("rollback", weak)
     with pytest.raises(promotion.PromotionError, match="no version 99"):
         promotion.rollback(99, reason="typo")
-    assert same  # registered, never champion
+    with pytest.raises(promotion.PromotionError, match="a rollback needs a reason"):
+        promotion.rollback(good, reason="  ")
+    assert promotion.rollback(weak, reason="again")["outcome"] == "already_champion"
 
 
 def test_concurrent_promotions_cannot_both_win(
     policy_env: Settings, zoo: Zoo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from include.mlops import promotion, training
+    from include.mlops.promotion import evaluation, promote
 
     s = policy_env
     first = register(zoo, "good", "race-a", s)
     second = register(zoo, "good", "race-b", s)
     # Feast's DuckDB connection is not shared between threads (Airflow runs tasks as processes):
     # the OOT rows are built once here, and the threads race on the registry and the lock only.
+    # The evaluation looks ``oot_frame`` up on the training package when it runs.
     oot = training.oot_frame(zoo.oot_start, zoo.oot_end)
     monkeypatch.setattr(training, "oot_frame", lambda *args, **kwargs: (oot[0].copy(), oot[1]))
 
     # Both evaluate while there is no champion, then race for the lock: without the lock and the
     # re-read of the champion inside it, both would be promoted.
     barrier = threading.Barrier(2, timeout=120)
-    evaluate = promotion.evaluate
+    waited: list[int] = []
 
     def evaluate_then_wait(*args: Any, **kwargs: Any) -> Any:
-        result = evaluate(*args, **kwargs)
+        result = evaluation.evaluate(*args, **kwargs)
         if kwargs.get("frame") is None:
-            barrier.wait()
+            waited.append(barrier.wait())
         return result
 
-    monkeypatch.setattr(promotion, "evaluate", evaluate_then_wait)
+    # ``evaluate_and_promote_run`` calls the ``evaluate`` of its own module.
+    monkeypatch.setattr(promote, "evaluate", evaluate_then_wait)
     results: dict[str, Any] = {}
 
     def run(run_id: str) -> None:
@@ -372,6 +283,7 @@ def test_concurrent_promotions_cannot_both_win(
     for t in threads:
         t.join(timeout=300)
     assert all(isinstance(r, dict) for r in results.values()), results
+    assert sorted(waited) == [0, 1]  # both had evaluated against no champion before either decided
     winners = [r for r in results.values() if r["promoted"]]
     assert len(winners) == 1, results
     (loser,) = [r for r in results.values() if not r["promoted"]]
@@ -382,68 +294,20 @@ def test_concurrent_promotions_cannot_both_win(
     assert loser["champion_before"] == winner and loser["outcome"] == "kept_champion"
 
 
-_HOLD_LOCK = """
-import sys, time
-from include.mlops.promotion import promotion_lock
-with promotion_lock(timeout=5) as held:
-    print(held, flush=True)
-    time.sleep(120)
-"""
-
-
-@contextlib.contextmanager
-def _lock_held_elsewhere(env: dict[str, str]) -> Iterator[str]:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK],
-        cwd=PROJECT_ROOT,
-        env={**env, "PYTHONPATH": str(PROJECT_ROOT)},
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert holder.stdout is not None
-        line = holder.stdout.readline().strip()
-        assert line, "the lock holder did not start"
-        yield line
-    finally:
-        os.killpg(holder.pid, signal.SIGTERM)
-        holder.wait(timeout=30)
-
-
-def test_file_lock_excludes_another_process(mlops_home: Path) -> None:
-    from include.mlops import promotion
-
-    with _lock_held_elsewhere(dict(os.environ)) as held:
-        assert held.startswith("file lock")
-        with (
-            pytest.raises(registry.LockTimeout, match="held for more than"),
-            promotion.promotion_lock(timeout=0.5),
-        ):
-            pass
-    with promotion.promotion_lock(timeout=5) as held:  # released when its holder died
-        assert held.startswith("file lock")
-
-
-def test_advisory_lock_excludes_another_process(
-    mlops_home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+def test_promotion_lock_waits_the_policy_lock_timeout(
+    mlops_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from include.mlops import promotion
 
-    monkeypatch.setenv("MLOPS_LOCK_DATABASE_URL", postgres_url)
-    monkeypatch.setenv("MLOPS_MODEL_NAME", f"lock_test_{uuid.uuid4().hex[:8]}")
-    settings_module.settings.cache_clear()
-    with _lock_held_elsewhere(dict(os.environ)) as held:
-        assert held.startswith("postgresql advisory lock")
-        with pytest.raises(registry.LockTimeout), promotion.promotion_lock(timeout=0.5):
+    with lock_held_elsewhere(dict(os.environ)) as held:
+        monkeypatch.setenv("MLOPS_PROMOTION_LOCK_TIMEOUT", "0.5")
+        started = time.monotonic()
+        with pytest.raises(registry.LockTimeout, match="held for more than"), promotion.promotion_lock():
             pass
+        assert time.monotonic() - started < 30
+        assert held.startswith("file lock")
     with promotion.promotion_lock(timeout=5) as held:
-        assert held.startswith("postgresql advisory lock")
-    monkeypatch.setenv("MLOPS_PROFILE", "cluster")
-    monkeypatch.delenv("MLOPS_LOCK_DATABASE_URL")
-    settings_module.settings.cache_clear()
-    with pytest.raises(registry.LockUnavailable, match="MLOPS_LOCK_DATABASE_URL"), promotion.promotion_lock():
-        pass
+        assert held.startswith("file lock")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,11 +1,15 @@
 """Promotion: the challenger against the champion on the same days; the alias moves only if it wins.
 
-* :mod:`.policy`: the pure rules (:func:`decide`, the paired bootstrap), unit-tested;
-* :mod:`.evaluate`: both models scored on the rows training judged on;
-* :mod:`.promote`: :func:`evaluate_and_promote_run` and :func:`rollback`, under the model's lock.
+* :mod:`.policy`: the pure rules (:func:`decide`: sanity checks and floors, the comparison with
+  a paired bootstrap, the verdict), unit-tested;
+* :mod:`.evaluation`: both models scored on the rows training judged on (:func:`evaluate`);
+* :mod:`.promote`: :func:`evaluate_and_promote_run` and :func:`rollback`, under the model's lock
+  (:func:`promotion_lock`), and what they record in MLflow.
+
+The knobs are :class:`~include.mlops.core.policies.PromotionPolicy`.
 """
 
-from include.mlops.promotion.evaluate import (
+from include.mlops.promotion.evaluation import (
     Evaluation,
     PromotionError,
     evaluate,
@@ -13,25 +17,19 @@ from include.mlops.promotion.evaluate import (
 )
 from include.mlops.promotion.policy import (
     ALREADY,
-    DEFAULT_BOOTSTRAP,
-    DEFAULT_BOOTSTRAP_ROWS,
-    DEFAULT_CONFIDENCE,
-    DEFAULT_LOCK_TIMEOUT,
-    DEFAULT_MARGIN,
-    DEFAULT_MIN_PR_AUC,
-    DEFAULT_MIN_RECALL,
     KEPT,
     MAX_CALIBRATION_RATIO,
     PROMOTED,
     REJECTED,
     Decision,
     ModelScores,
-    Policy,
+    already_champion,
     decide,
     paired_bootstrap,
     sanity_checks,
 )
 from include.mlops.promotion.promote import (
+    ROLLED_BACK,
     evaluate_and_promote_run,
     promotion_lock,
     rollback,
@@ -39,22 +37,16 @@ from include.mlops.promotion.promote import (
 
 __all__ = [
     "ALREADY",
-    "DEFAULT_BOOTSTRAP",
-    "DEFAULT_BOOTSTRAP_ROWS",
-    "DEFAULT_CONFIDENCE",
-    "DEFAULT_LOCK_TIMEOUT",
-    "DEFAULT_MARGIN",
-    "DEFAULT_MIN_PR_AUC",
-    "DEFAULT_MIN_RECALL",
     "KEPT",
     "MAX_CALIBRATION_RATIO",
     "PROMOTED",
     "REJECTED",
+    "ROLLED_BACK",
     "Decision",
     "Evaluation",
     "ModelScores",
-    "Policy",
     "PromotionError",
+    "already_champion",
     "decide",
     "evaluate",
     "evaluate_and_promote_run",

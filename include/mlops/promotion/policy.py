@@ -1,23 +1,31 @@
-"""The promotion policy: pure rules (no I/O), unit-tested.
+"""The promotion policy: pure rules (no I/O, no MLflow), unit-tested.
 
-=======================================
-The challenger is **rejected** when a sanity check fails: a score is NaN or infinite, or outside
-[0, 1]; the scores are constant; their mean is more than :data:`MAX_CALIBRATION_RATIO` times away
-from the observed fraud rate; or its signature needs a feature column that the feature service
-does not serve (the served columns must be the same as, or a superset of, the model's inputs).
-It is also rejected below the absolute floors (PR-AUC, recall at 1 % FPR).
+The rules
+=========
+:func:`decide` runs three steps.
 
-With no champion, a challenger that passes is **promoted**. Otherwise both are scored on the same
-rows and a paired bootstrap (the same resampled rows for both models) gives intervals for the
-differences in PR-AUC and in recall at 1 % FPR. The challenger is **promoted** only when
+1. **Sanity checks and floors.** The challenger is **rejected** when a sanity check fails
+   (:func:`sanity_checks`): a score is NaN or infinite, or outside [0, 1]; the scores are
+   constant; their mean is more than :data:`MAX_CALIBRATION_RATIO` times away from the observed
+   fraud rate; or its signature needs a feature column that the feature service does not serve
+   (the served columns must be the same as, or a superset of, the model's inputs). It is also
+   rejected below the absolute floors (PR-AUC, recall at 1 % FPR).
+2. **Comparison.** With no champion, a challenger that passes is **promoted**. Otherwise both are
+   scored on the same rows and a paired bootstrap (:func:`paired_bootstrap`: the same resampled
+   rows for both models) gives intervals for the differences in PR-AUC and in recall at 1 % FPR.
+   A champion that fails its own sanity checks cannot be compared: it is **kept**, and an operator
+   replaces it by hand.
+3. **Verdict.** The challenger is **promoted** only when
 
-* its PR-AUC beats the champion's by at least the margin, and
-* the lower bound of the PR-AUC difference's interval is above 0 (the gain is not noise), and
-* the upper bound of the recall difference's interval is at least 0 (recall is not significantly worse);
+   * its PR-AUC beats the champion's by at least the margin, and
+   * the lower bound of the PR-AUC difference's interval is above 0 (the gain is not noise), and
+   * the upper bound of the recall difference's interval is at least 0 (recall is not
+     significantly worse);
 
-otherwise the champion is **kept** (a difference within the margin is a tie: the champion stays).
+   otherwise the champion is **kept** (a difference within the margin is a tie: the champion stays).
 
-Its knobs are :class:`~include.mlops.core.policies.PromotionPolicy`.
+Its knobs are :class:`~include.mlops.core.policies.PromotionPolicy`. numpy and scikit-learn are
+imported inside the functions.
 """
 
 from __future__ import annotations
@@ -26,78 +34,31 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.core.metrics import TARGET_FPR, classification_metrics
-from include.mlops.core.settings import env_number
+from include.mlops.core.policies import PromotionPolicy
 
 if TYPE_CHECKING:
     import numpy as np
 
 
-DEFAULT_MARGIN = 0.005
-
-
-DEFAULT_MIN_PR_AUC = 0.30
-
-
-DEFAULT_MIN_RECALL = 0.30
-
-
-DEFAULT_BOOTSTRAP = 1000
-
-
-DEFAULT_CONFIDENCE = 0.90
-
-
-DEFAULT_BOOTSTRAP_ROWS = 200_000
-
-
-DEFAULT_LOCK_TIMEOUT = 600.0
-
-
 MAX_CALIBRATION_RATIO = 10.0
 """The mean score may differ from the observed fraud rate by at most this factor either way."""
 
+PROMOTED = "promoted"
+"""Outcome: the challenger becomes the champion."""
 
-PROMOTED, KEPT, REJECTED, ALREADY = "promoted", "kept_champion", "rejected", "already_champion"
+KEPT = "kept_champion"
+"""Outcome: the challenger is sound but does not clearly beat the champion, which stays."""
 
+REJECTED = "rejected"
+"""Outcome: the challenger fails a sanity check or a floor."""
 
-def _env_float(name: str, default: float) -> float:
-    return env_number(name, default, float)
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The promotion policy's knobs (see the module docstring)."""
-
-    margin: float = DEFAULT_MARGIN
-    min_pr_auc: float = DEFAULT_MIN_PR_AUC
-    min_recall_at_1pct_fpr: float = DEFAULT_MIN_RECALL
-    bootstrap: int = DEFAULT_BOOTSTRAP
-    confidence: float = DEFAULT_CONFIDENCE
-    seed: int = 7
-    bootstrap_rows: int = DEFAULT_BOOTSTRAP_ROWS
-
-    @classmethod
-    def from_env(cls, seed: int = 7) -> Policy:
-        """The policy from ``MLOPS_PROMOTION_*`` variables, defaults for those unset."""
-        policy = cls(
-            margin=_env_float("MLOPS_PROMOTION_MARGIN", DEFAULT_MARGIN),
-            min_pr_auc=_env_float("MLOPS_PROMOTION_MIN_PR_AUC", DEFAULT_MIN_PR_AUC),
-            min_recall_at_1pct_fpr=_env_float("MLOPS_PROMOTION_MIN_RECALL_AT_1PCT_FPR", DEFAULT_MIN_RECALL),
-            bootstrap=int(_env_float("MLOPS_PROMOTION_BOOTSTRAP", DEFAULT_BOOTSTRAP)),
-            confidence=_env_float("MLOPS_PROMOTION_CONFIDENCE", DEFAULT_CONFIDENCE),
-            seed=seed,
-            bootstrap_rows=int(_env_float("MLOPS_PROMOTION_BOOTSTRAP_ROWS", DEFAULT_BOOTSTRAP_ROWS)),
-        )
-        if not 0 < policy.confidence < 1:
-            raise ValueError(f"MLOPS_PROMOTION_CONFIDENCE={policy.confidence} must be between 0 and 1")
-        if policy.bootstrap < 0 or policy.margin < 0:
-            raise ValueError("MLOPS_PROMOTION_BOOTSTRAP and MLOPS_PROMOTION_MARGIN must not be negative")
-        return policy
+ALREADY = "already_champion"
+"""Outcome: the challenger is the champion already (a rerun); nothing is decided again."""
 
 
 @dataclass
 class ModelScores:
-    """One model's scores on the evaluation rows (``None`` when it could not be scored)."""
+    """One model's scores on the evaluation rows (``scores`` is ``None`` when it could not be scored)."""
 
     version: int | None
     scores: np.ndarray | None
@@ -128,55 +89,84 @@ class Decision:
         return {**asdict(self), "reasons": list(self.reasons), "reason": self.reason}
 
 
+def already_champion(version: int) -> Decision:
+    """The decision for a version that already holds the champion alias (nothing to judge)."""
+    return Decision(False, ALREADY, (f"version {version} is already the champion",), {}, None, {}, {})
+
+
+# --------------------------------------------------------------------------------------------------
+# Sanity checks
+
+
 def sanity_checks(y: np.ndarray, model: ModelScores) -> dict[str, Any]:
-    """The sanity checks of one model's scores: each check's result and a failure list."""
+    """The sanity checks of one model's scores: each check's result, and ``failures`` (a list of text)."""
+    if model.missing_columns or model.error or model.scores is None:
+        return _unscored_checks(model)
+    checks: dict[str, Any] = {"signature_compatible": True}
+    checks["failures"] = _score_failures(y, model.scores, checks)
+    return checks
+
+
+def _unscored_checks(model: ModelScores) -> dict[str, Any]:
+    """The checks of a model that produced no scores: why not."""
+    failures: list[str] = []
+    if model.missing_columns:
+        failures.append(
+            f"its signature needs columns the feature service does not serve: {model.missing_columns}"
+        )
+    if model.error:
+        failures.append(f"it could not be scored: {model.error}")
+    elif model.scores is None:
+        failures.append("it produced no scores")
+    return {"signature_compatible": not model.missing_columns, "failures": failures}
+
+
+def _score_failures(y: np.ndarray, scores: np.ndarray, checks: dict[str, Any]) -> list[str]:
+    """What is wrong with ``scores`` for labels ``y``; the measured values go into ``checks``."""
     import numpy as np
 
-    failures: list[str] = []
-    checks: dict[str, Any] = {}
-    if model.missing_columns or model.error or model.scores is None:
-        checks["signature_compatible"] = not model.missing_columns
-        if model.missing_columns:
-            failures.append(
-                f"its signature needs columns the feature service does not serve: {model.missing_columns}"
-            )
-        if model.error:
-            failures.append(f"it could not be scored: {model.error}")
-        elif model.scores is None:
-            failures.append("it produced no scores")
-        checks["failures"] = failures
-        return checks
-    checks["signature_compatible"] = True
-    s = np.asarray(model.scores, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
     non_finite = int((~np.isfinite(s)).sum())
     checks["non_finite_scores"] = non_finite
+    failures: list[str] = []
     if len(s) != len(y):
         failures.append(f"{len(s)} scores for {len(y)} rows")
     if non_finite:
         failures.append(f"{non_finite} of {len(s)} scores are NaN or infinite")
     finite = s[np.isfinite(s)]
     if len(finite):
-        checks["score_min"], checks["score_max"] = float(finite.min()), float(finite.max())
-        checks["score_mean"] = float(finite.mean())
-        if finite.min() < 0 or finite.max() > 1:
-            failures.append(f"scores outside [0, 1] (from {finite.min():.4g} to {finite.max():.4g})")
-        if np.ptp(finite) <= 1e-12:
-            failures.append(f"constant scores ({finite[0]:.4g} for every row)")
-        rate = float(np.mean(y)) if len(y) else 0.0
-        if rate > 0 and finite.min() >= 0 and finite.max() <= 1:
-            ratio = float(finite.mean()) / rate
-            checks["mean_score_to_fraud_rate"] = ratio
-            if not 1 / MAX_CALIBRATION_RATIO <= ratio <= MAX_CALIBRATION_RATIO:
-                failures.append(
-                    f"mean score {finite.mean():.4g} is {ratio:.3g}x the observed fraud rate {rate:.4g}"
-                )
+        failures += _distribution_failures(y, finite, checks)
     elif len(s):
         failures.append("no finite score at all")
-    checks["failures"] = failures
-    return checks
+    return failures
+
+
+def _distribution_failures(y: np.ndarray, finite: np.ndarray, checks: dict[str, Any]) -> list[str]:
+    """Range, spread and calibration of the finite scores."""
+    import numpy as np
+
+    low, high, mean = float(finite.min()), float(finite.max()), float(finite.mean())
+    checks["score_min"], checks["score_max"], checks["score_mean"] = low, high, mean
+    failures: list[str] = []
+    if low < 0 or high > 1:
+        failures.append(f"scores outside [0, 1] (from {low:.4g} to {high:.4g})")
+    if np.ptp(finite) <= 1e-12:
+        failures.append(f"constant scores ({finite[0]:.4g} for every row)")
+    rate = float(np.mean(y)) if len(y) else 0.0
+    if rate > 0 and low >= 0 and high <= 1:
+        ratio = mean / rate
+        checks["mean_score_to_fraud_rate"] = ratio
+        if not 1 / MAX_CALIBRATION_RATIO <= ratio <= MAX_CALIBRATION_RATIO:
+            failures.append(f"mean score {mean:.4g} is {ratio:.3g}x the observed fraud rate {rate:.4g}")
+    return failures
+
+
+# --------------------------------------------------------------------------------------------------
+# The paired bootstrap
 
 
 def _ranked(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row order by decreasing score, labels in that order, and the last row of each distinct score."""
     import numpy as np
 
     order = np.argsort(-score, kind="mergesort")
@@ -206,6 +196,16 @@ def _weighted_pr_recall(
     return ap, rec
 
 
+def _interval(values: list[float], confidence: float) -> list[float]:
+    """The two-sided percentile interval of ``values`` (NaN bounds when there are none)."""
+    import numpy as np
+
+    if not values:
+        return [float("nan"), float("nan")]
+    tail = (1 - confidence) / 2 * 100
+    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+
+
 def paired_bootstrap(
     y: np.ndarray,
     challenger: np.ndarray,
@@ -233,36 +233,51 @@ def paired_bootstrap(
     n = len(y)
     a, b = _ranked(y, challenger), _ranked(y, champion)
     d_pr, d_rec = [], []
-    skipped = 0
     for _ in range(iterations):
         w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
         pa, ra = _weighted_pr_recall(a, w, TARGET_FPR)
         pb, rb = _weighted_pr_recall(b, w, TARGET_FPR)
-        if not np.isfinite([pa, pb, ra, rb]).all():
-            skipped += 1
-            continue
-        d_pr.append(pa - pb)
-        d_rec.append(ra - rb)
-    tail = (1 - confidence) / 2 * 100
-
-    def interval(values: list[float]) -> list[float]:
-        if not values:
-            return [float("nan"), float("nan")]
-        return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
-
+        if np.isfinite([pa, pb, ra, rb]).all():
+            d_pr.append(pa - pb)
+            d_rec.append(ra - rb)
     return {
         "iterations": iterations,
         "rows": n,
         "sampled": sampled,
-        "skipped": skipped,
+        "skipped": iterations - len(d_pr),
         "confidence": confidence,
-        "delta_pr_auc_interval": interval(d_pr),
-        "delta_recall_at_1pct_fpr_interval": interval(d_rec),
+        "delta_pr_auc_interval": _interval(d_pr, confidence),
+        "delta_recall_at_1pct_fpr_interval": _interval(d_rec, confidence),
     }
 
 
+# --------------------------------------------------------------------------------------------------
+# The decision
+
+
+@dataclass(frozen=True)
+class _Screening:
+    """Step 1: the challenger's sanity checks, its metrics (once sane) and what rejects it."""
+
+    checks: dict[str, Any]
+    metrics: dict[str, float]
+    failures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    """Step 2: the champion's metrics, the recorded comparison, and what keeps the champion."""
+
+    champion_metrics: dict[str, float]
+    details: dict[str, Any]
+    objections: tuple[str, ...]
+
+
 def decide(
-    y: np.ndarray, challenger: ModelScores, champion: ModelScores | None, policy: Policy | None = None
+    y: np.ndarray,
+    challenger: ModelScores,
+    champion: ModelScores | None,
+    policy: PromotionPolicy | None = None,
 ) -> Decision:
     """Apply the promotion policy to two models' scores on the same labelled rows (pure function).
 
@@ -271,101 +286,133 @@ def decide(
     """
     import numpy as np
 
-    policy = policy or Policy()
+    policy = policy or PromotionPolicy()
     y = np.asarray(y).astype(int)
-    checks = sanity_checks(y, challenger)
-    reasons: list[str] = [f"challenger failed a sanity check: {f}" for f in checks["failures"]]
-    chal_metrics: dict[str, float] = {}
-    if not reasons:
-        chal_metrics = classification_metrics(y, np.asarray(challenger.scores, dtype=np.float64))
-        if not chal_metrics["pr_auc"] >= policy.min_pr_auc:
-            reasons.append(f"PR-AUC {chal_metrics['pr_auc']:.4f} is below the floor {policy.min_pr_auc}")
-        recall = chal_metrics["recall_at_1pct_fpr"]
-        if not recall >= policy.min_recall_at_1pct_fpr:
-            reasons.append(
-                f"recall at 1% FPR {recall:.4f} is below the floor {policy.min_recall_at_1pct_fpr}"
-            )
-    if reasons:
-        return Decision(False, REJECTED, tuple(reasons), chal_metrics, None, {}, checks)
-
+    screening = _screen(y, challenger, policy)
+    if screening.failures:
+        return Decision(False, REJECTED, screening.failures, screening.metrics, None, {}, screening.checks)
     if champion is None:
-        return Decision(
-            True,
-            PROMOTED,
-            ("no champion yet; the challenger passes the sanity checks and the floors",),
-            chal_metrics,
-            None,
-            {},
-            checks,
-        )
+        reason = "no champion yet; the challenger passes the sanity checks and the floors"
+        return Decision(True, PROMOTED, (reason,), screening.metrics, None, {}, screening.checks)
+    champion_checks = sanity_checks(y, champion)
+    if champion_checks["failures"]:
+        return _incomparable_champion(champion, champion_checks, screening)
+    comparison = _compare(y, challenger, champion, screening.metrics, policy)
+    return _verdict(champion, screening, comparison, policy)
 
-    champ_checks = sanity_checks(y, champion)
-    if champ_checks["failures"]:
-        return Decision(
-            False,
-            KEPT,
-            tuple(
-                f"the champion (version {champion.version}) cannot be compared on these rows: {f}; "
-                "promote by hand with rollback(<version>) if it must be replaced"
-                for f in champ_checks["failures"]
-            ),
-            chal_metrics,
-            None,
-            {"champion_checks": champ_checks},
-            checks,
-        )
-    champ_metrics = classification_metrics(y, np.asarray(champion.scores, dtype=np.float64))
-    delta_pr = chal_metrics["pr_auc"] - champ_metrics["pr_auc"]
-    delta_rec = chal_metrics["recall_at_1pct_fpr"] - champ_metrics["recall_at_1pct_fpr"]
-    comparison: dict[str, Any] = {
+
+def _screen(y: np.ndarray, challenger: ModelScores, policy: PromotionPolicy) -> _Screening:
+    """Step 1: the challenger's sanity checks, then its metrics against the floors."""
+    import numpy as np
+
+    checks = sanity_checks(y, challenger)
+    if checks["failures"]:
+        failures = tuple(f"challenger failed a sanity check: {f}" for f in checks["failures"])
+        return _Screening(checks, {}, failures)
+    metrics = classification_metrics(y, np.asarray(challenger.scores, dtype=np.float64))
+    failures = []
+    if not metrics["pr_auc"] >= policy.min_pr_auc:
+        failures.append(f"PR-AUC {metrics['pr_auc']:.4f} is below the floor {policy.min_pr_auc}")
+    recall = metrics["recall_at_1pct_fpr"]
+    if not recall >= policy.min_recall_at_1pct_fpr:
+        failures.append(f"recall at 1% FPR {recall:.4f} is below the floor {policy.min_recall_at_1pct_fpr}")
+    return _Screening(checks, metrics, tuple(failures))
+
+
+def _incomparable_champion(
+    champion: ModelScores, champion_checks: dict[str, Any], screening: _Screening
+) -> Decision:
+    """A champion that fails its own sanity checks on these rows stays: replacing it is an operator's call."""
+    reasons = tuple(
+        f"the champion (version {champion.version}) cannot be compared on these rows: {f}; "
+        "promote by hand with rollback(<version>) if it must be replaced"
+        for f in champion_checks["failures"]
+    )
+    comparison = {"champion_checks": champion_checks}
+    return Decision(False, KEPT, reasons, screening.metrics, None, comparison, screening.checks)
+
+
+def _compare(
+    y: np.ndarray,
+    challenger: ModelScores,
+    champion: ModelScores,
+    challenger_metrics: dict[str, float],
+    policy: PromotionPolicy,
+) -> _Comparison:
+    """Step 2: point differences against the margin, then the paired bootstrap's intervals."""
+    import numpy as np
+
+    champion_scores = np.asarray(champion.scores, dtype=np.float64)
+    champion_metrics = classification_metrics(y, champion_scores)
+    delta_pr = challenger_metrics["pr_auc"] - champion_metrics["pr_auc"]
+    delta_recall = challenger_metrics["recall_at_1pct_fpr"] - champion_metrics["recall_at_1pct_fpr"]
+    details: dict[str, Any] = {
         "champion_version": champion.version,
         "delta_pr_auc": delta_pr,
-        "delta_recall_at_1pct_fpr": delta_rec,
+        "delta_recall_at_1pct_fpr": delta_recall,
         "margin": policy.margin,
         "added_columns": sorted(set(challenger.columns) - set(champion.columns)),
         "removed_columns": sorted(set(champion.columns) - set(challenger.columns)),
     }
-    reasons = []
+    objections = []
     if delta_pr < policy.margin:
         verdict = "a tie (within the margin)" if abs(delta_pr) < policy.margin else "worse"
-        reasons.append(
-            f"PR-AUC {chal_metrics['pr_auc']:.4f} vs champion {champ_metrics['pr_auc']:.4f}: difference "
-            f"{delta_pr:+.4f} is {verdict}; promotion needs at least +{policy.margin}"
+        objections.append(
+            f"PR-AUC {challenger_metrics['pr_auc']:.4f} vs champion {champion_metrics['pr_auc']:.4f}: "
+            f"difference {delta_pr:+.4f} is {verdict}; promotion needs at least +{policy.margin}"
         )
     if policy.bootstrap > 0:
+        challenger_scores = np.asarray(challenger.scores, dtype=np.float64)
         boot = paired_bootstrap(
             y,
-            np.asarray(challenger.scores, dtype=np.float64),
-            np.asarray(champion.scores, dtype=np.float64),
+            challenger_scores,
+            champion_scores,
             policy.bootstrap,
             policy.confidence,
             policy.seed,
             policy.bootstrap_rows,
         )
-        comparison["bootstrap"] = boot
-        low_pr = boot["delta_pr_auc_interval"][0]
-        high_rec = boot["delta_recall_at_1pct_fpr_interval"][1]
-        level = f"{policy.confidence:.0%}"
-        if not low_pr > 0:
-            reasons.append(
-                f"the {level} interval of the PR-AUC gain starts at {low_pr:+.4f}: not clearly > 0"
-            )
-        if not high_rec >= 0:
-            reasons.append(
-                f"recall at 1% FPR is significantly worse ({level} interval of the difference ends at "
-                f"{high_rec:+.4f})"
-            )
-    if reasons:
-        return Decision(False, KEPT, tuple(reasons), chal_metrics, champ_metrics, comparison, checks)
+        details["bootstrap"] = boot
+        objections += _bootstrap_objections(boot, policy.confidence)
+    return _Comparison(champion_metrics, details, tuple(objections))
+
+
+def _bootstrap_objections(boot: dict[str, Any], confidence: float) -> list[str]:
+    """A PR-AUC gain that may be noise, or a recall that is significantly worse."""
+    low_pr = boot["delta_pr_auc_interval"][0]
+    high_rec = boot["delta_recall_at_1pct_fpr_interval"][1]
+    level = f"{confidence:.0%}"
+    objections = []
+    if not low_pr > 0:
+        objections.append(f"the {level} interval of the PR-AUC gain starts at {low_pr:+.4f}: not clearly > 0")
+    if not high_rec >= 0:
+        objections.append(
+            f"recall at 1% FPR is significantly worse ({level} interval of the difference ends at "
+            f"{high_rec:+.4f})"
+        )
+    return objections
+
+
+def _verdict(
+    champion: ModelScores, screening: _Screening, comparison: _Comparison, policy: PromotionPolicy
+) -> Decision:
+    """Step 3: promoted when nothing objects, else the champion is kept."""
+    metrics, champion_metrics = screening.metrics, comparison.champion_metrics
+    if comparison.objections:
+        reasons = comparison.objections
+    else:
+        reasons = (
+            f"PR-AUC {metrics['pr_auc']:.4f} beats champion version {champion.version} "
+            f"({champion_metrics['pr_auc']:.4f}) by {comparison.details['delta_pr_auc']:+.4f} "
+            f">= margin {policy.margin}",
+        )
+    promote = not comparison.objections
     return Decision(
-        True,
-        PROMOTED,
-        (
-            f"PR-AUC {chal_metrics['pr_auc']:.4f} beats champion version {champion.version} "
-            f"({champ_metrics['pr_auc']:.4f}) by {delta_pr:+.4f} >= margin {policy.margin}",
-        ),
-        chal_metrics,
-        champ_metrics,
-        comparison,
-        checks,
+        promote,
+        PROMOTED if promote else KEPT,
+        reasons,
+        metrics,
+        champion_metrics,
+        comparison.details,
+        screening.checks,
     )
