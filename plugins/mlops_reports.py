@@ -1,8 +1,8 @@
 """Airflow plugin: one click from a task to its Data Docs, drift report or MLflow run.
 
 * Operator extra links on every task page: "GX Data Docs", "Evidently drift report" and
-  "MLflow run". A task that produced one pushed its link to XCom (see ``include/mlops/orchestration/links.py``);
-  for the others the button stays disabled.
+  "MLflow run". A task that produced one pushed its link to XCom (see
+  ``include/mlops/orchestration/links.py``); for the others the button stays disabled.
 * A small FastAPI app mounted on the Airflow API server at ``/mlops/`` serves the report files
   (Great Expectations Data Docs, quarantine reports, Evidently HTML) from ``MLOPS_REPORTS_URL``
   and ``MLOPS_QUARANTINE_URL``, local folders or S3 alike, so the links work in a browser.

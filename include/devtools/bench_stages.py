@@ -235,6 +235,7 @@ def training_floor(rows: int, day: dt.date, *args: str) -> dict:
     import numpy as np
     import xgboost as xgb
 
+    from include.mlops.core.policies import TrainingSettings
     from include.mlops.training import xgb_params
 
     fit_rows, rounds, n_features = int(args[0]), int(args[1]), int(args[2])
@@ -242,7 +243,9 @@ def training_floor(rows: int, day: dt.date, *args: str) -> dict:
     x = rng.normal(size=(fit_rows, n_features)).astype(np.float32)
     y = (x[:, 0] + rng.normal(size=fit_rows) > 1.5).astype(np.float32)
     params = {
-        k: v for k, v in xgb_params("cpu", 0).items() if k not in ("n_estimators", "early_stopping_rounds")
+        k: v
+        for k, v in xgb_params("cpu", 0, threads=TrainingSettings.from_env().threads).items()
+        if k not in ("n_estimators", "early_stopping_rounds")
     }
     params["nthread"] = params.pop("n_jobs")
     params["seed"] = params.pop("random_state")
@@ -309,11 +312,12 @@ def drift_floor(rows: int, day: dt.date, *args: str) -> dict:
 
     from include.mlops import lake
     from include.mlops.core.policies import DriftPolicy
+    from include.mlops.core.schema import SCORE_CHAMPION
 
     path = lake_file(lake.PREDICTIONS, day)
     policy = DriftPolicy.from_env()
     names = set(pq.read_schema(path).names)
-    columns = [c for c in (*policy.features, "score_champion") if c in names]
+    columns = [c for c in (*policy.features, SCORE_CHAMPION) if c in names]
     with _timed(out):
         table = pq.read_table(path, columns=columns)
         reference = table.slice(0, 5000)

@@ -32,6 +32,7 @@ from typing import Any
 
 from include.devtools import local_airflow
 from include.mlops import lake
+from include.mlops.core.schema import CHAMPION_VERSION
 from include.mlops.core.settings import settings
 
 PRODUCERS = ("ingest_transactions", "ingest_labels")
@@ -177,7 +178,7 @@ def _champion_of(day: str) -> str:
     if not lake.exists(loc):
         return "-"
     with loc.fs.open_input_file(loc.path) as handle:
-        versions = pq.read_table(handle, columns=["champion_version"]).column(0).unique().to_pylist()
+        versions = pq.read_table(handle, columns=[CHAMPION_VERSION]).column(0).unique().to_pylist()
     return ",".join(f"v{v}" for v in versions)
 
 

@@ -9,7 +9,7 @@ used, so there is no train/serve skew.
 :func:`score_day` runs four steps: the champion and a distinct challenger from the registry's
 aliases; the day's validated payments with their features; both models' scores; the partition
 written. The predictions partition (``$MLOPS_LAKE_URL/predictions/dt=DAY/part-00000.parquet``,
-:func:`predictions_file`) holds, per payment: the :data:`KEYS`, the champion's input features,
+:func:`predictions_file`) holds, per payment: the :data:`PREDICTION_KEYS`, the champion's input features,
 :data:`SCORE_CHAMPION` and :data:`CHAMPION_VERSION`, :data:`SCORE_CHALLENGER` and
 :data:`CHALLENGER_VERSION` (NaN and :data:`NO_CHALLENGER` when there is no distinct challenger).
 The drift monitor reads the features and scores from it, so it never recomputes them.
@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from include.mlops import lake, registry
-from include.mlops.core.schema import TRANSACTIONS
+from include.mlops.core.schema import (
+    CHALLENGER_VERSION,
+    CHAMPION_VERSION,
+    NO_CHALLENGER,
+    PREDICTION_KEYS,
+    SCORE_CHALLENGER,
+    SCORE_CHAMPION,
+    TRANSACTIONS,
+)
 from include.mlops.core.settings import resolve_settings
 
 if TYPE_CHECKING:
@@ -35,24 +43,6 @@ if TYPE_CHECKING:
     from include.mlops.core.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-KEYS = ("transaction_id", "event_timestamp", "customer_id", "merchant_id")
-"""The payment's keys, first in every predictions row."""
-
-SCORE_CHAMPION = "score_champion"
-"""The champion's fraud probability."""
-
-SCORE_CHALLENGER = "score_challenger"
-"""The shadow challenger's fraud probability (NaN without a distinct challenger)."""
-
-CHAMPION_VERSION = "champion_version"
-"""The registered version that gave :data:`SCORE_CHAMPION`."""
-
-CHALLENGER_VERSION = "challenger_version"
-"""The registered version that gave :data:`SCORE_CHALLENGER`, or :data:`NO_CHALLENGER`."""
-
-NO_CHALLENGER = -1
-""":data:`CHALLENGER_VERSION` of a day scored without a distinct challenger."""
 
 
 class NoChampionError(RuntimeError):
@@ -142,7 +132,7 @@ def _read_transactions(day: dt.date, s: Settings) -> pd.DataFrame:
 def _predictions(frame: pd.DataFrame, models: _Models, s: Settings) -> pd.DataFrame:
     """One row per payment: keys, the champion's inputs, both scores and versions; by transaction id."""
     champion_uri = registry.model_uri(models.champion, s)
-    out = frame[list(KEYS)].copy()
+    out = frame[list(PREDICTION_KEYS)].copy()
     for column in registry.feature_columns(champion_uri):
         out[column] = frame[column].astype("float64")
     out[SCORE_CHAMPION] = registry.load_scorer(champion_uri)(frame)

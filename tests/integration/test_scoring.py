@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from include.mlops import registry
+from include.mlops.core import schema
 from include.mlops.core.schema import LABEL
 from include.mlops.core.settings import load_settings
 from tests.integration.scored_world import DAYS, SCORING_DAY, World, day
@@ -85,7 +86,7 @@ def test_scoring_a_day_twice_leaves_one_copy(world_settings: Settings, scored_wo
     assert set(frame["transaction_id"]) == set(
         _transactions(s, SCORING_DAY).column("transaction_id").to_pylist()
     )
-    assert {*scoring.KEYS, *features.FEATURE_COLUMNS, "score_champion", "champion_version"} <= set(
+    assert {*schema.PREDICTION_KEYS, *features.FEATURE_COLUMNS, "score_champion", "champion_version"} <= set(
         frame.columns
     )
     assert frame["score_champion"].between(0, 1).all() and frame["score_champion"].std() > 0

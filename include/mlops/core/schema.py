@@ -143,3 +143,24 @@ def pandas_dtypes(dataset: Dataset) -> dict[str, str]:
         TIMESTAMP: "datetime64[us, UTC]",
     }
     return {c.name: mapping[c.type] for c in dataset.columns}
+
+
+# The predictions partition: written by scoring, read by the drift monitor and the demo.
+
+PREDICTION_KEYS: tuple[str, ...] = ("transaction_id", "event_timestamp", "customer_id", "merchant_id")
+"""The payment's keys, first in every predictions row."""
+
+SCORE_CHAMPION = "score_champion"
+"""The champion's fraud probability."""
+
+SCORE_CHALLENGER = "score_challenger"
+"""The shadow challenger's fraud probability (NaN without a distinct challenger)."""
+
+CHAMPION_VERSION = "champion_version"
+"""The registered version that gave :data:`SCORE_CHAMPION`."""
+
+CHALLENGER_VERSION = "challenger_version"
+"""The registered version that gave :data:`SCORE_CHALLENGER`, or :data:`NO_CHALLENGER`."""
+
+NO_CHALLENGER = -1
+""":data:`CHALLENGER_VERSION` of a day scored without a distinct challenger."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from include.mlops.core.schema import CHAMPION_VERSION, SCORE_CHAMPION, TRANSACTIONS
+
 if TYPE_CHECKING:
     import datetime as dt
 
@@ -18,14 +20,14 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-ID = "transaction_id"
-"""The predictions partition's column (written by scoring): the payment's id."""
+ID = TRANSACTIONS.key_column
+"""The predictions partition's column: the payment's id."""
 
-SCORE = "score_champion"
-"""The predictions partition's column (written by scoring): the champion's score."""
+SCORE = SCORE_CHAMPION
+"""The predictions partition's column: the champion's score."""
 
-VERSION = "champion_version"
-"""The predictions partition's column (written by scoring): the model version that scored the row."""
+VERSION = CHAMPION_VERSION
+"""The predictions partition's column: the model version that scored the row."""
 
 
 def sample_positions(ids: pa.ChunkedArray | pa.Array, n: int, seed: int) -> np.ndarray | None:
