@@ -7,6 +7,7 @@ day's events) changes an exact expected value. The other tests use the simulator
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import random
 import uuid
@@ -416,10 +417,19 @@ def test_training_frame_returns_every_row_with_its_own_values(mlops_home: Path) 
     assert (twin_rows["amount_to_customer_mean_30d"] > 0).all()
 
 
-def test_online_features_equal_historical_features_at_the_same_time(mlops_home: Path) -> None:
+def test_online_features_equal_historical_features_at_the_same_time(
+    mlops_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     s = settings_for(mlops_home)
     days = simulate_lake(s, 8)
-    build(s, days)
+    with caplog.at_level(logging.INFO):
+        build(s, days)
+    # A task's log holds the project's lines, not Feast's refreshes of its registry cache.
+    assert not [r for r in caplog.records if r.name.startswith("feast") and r.levelno < logging.WARNING]
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("include.mlops.features")]
+    assert [m for m in ours if m.startswith(f"features of {days[-1]}: ")]
+    loaded = f"online store: loaded {F.CUSTOMER_VIEW}, {F.MERCHANT_VIEW} of {days[-1]}"
+    assert [m for m in ours if m.startswith(loaded)]
     assert_online_matches_offline(s, days[-1])
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -19,17 +20,16 @@ from include.devtools.simulator import write_drop
 from include.mlops import lake
 from include.mlops.core import settings as settings_module
 from include.mlops.core.schema import DATASETS, LABELS, TRANSACTIONS
-from include.mlops.ingest.land import (
+from include.mlops.ingest import (
     REJECTION_NAME,
-    DropIncomplete,
     DropRejected,
-    drop_marker_url,
+    build_suite,
     ingest_day,
     partition_url,
     recent_row_counts,
     settled,
+    suite_expectations,
 )
-from include.mlops.ingest.validation import ROW_COUNT_HISTORY, build_suite, row_count_bounds
 from tests.integration.bad_drops import CORPUS, BadDrop, good_table, with_values
 
 if TYPE_CHECKING:
@@ -87,37 +87,14 @@ def _matches(line: str, pattern: str) -> bool:
 
 
 @pytest.mark.parametrize("dataset", list(DATASETS.values()), ids=list(DATASETS))
-def test_suite_covers_every_column_of_the_schema(dataset):
+def test_the_gx_suite_holds_the_expectations_derived_from_the_schema(dataset):
+    specs = suite_expectations(dataset, DAY, [1000, 1100])
     suite = build_suite(dataset, DAY, [1000, 1100])
-    by_column: dict[str, set[str]] = {}
-    for expectation in suite.expectations:
-        column = getattr(expectation, "column", None)
-        by_column.setdefault(column, set()).add(type(expectation).__name__)
-    for column in dataset.columns:
-        kinds = by_column[column.name]
-        assert "ExpectColumnValuesToBeOfType" in kinds
-        assert ("ExpectColumnValuesToNotBeNull" in kinds) is not column.nullable
-        assert ("ExpectColumnValuesToBeUnique" in kinds) is column.unique
-        if column.domain or column.min_value is not None:
-            assert kinds & {"ExpectColumnValuesToBeInSet", "ExpectColumnValuesToBeBetween"}
-    assert {"ExpectTableColumnsToMatchSet", "ExpectTableRowCountToBeBetween"} <= by_column[None]
-
-
-def test_row_count_band_follows_the_median_of_the_last_days():
-    assert row_count_bounds([]) == (1, None)
-    assert row_count_bounds([1000, 1200, 800]) == (500, 2000)
-    assert row_count_bounds([10] * 20 + [1000] * ROW_COUNT_HISTORY) == (500, 2000)
-
-
-def test_drop_and_partition_urls_follow_the_contract_layout(mlops_home: Path):
-    s = _settings()
-    assert drop_marker_url("transactions", DAY) == f"{s.landing_url}/transactions/dt=2026-01-05/_SUCCESS"
-    assert partition_url("lake", "labels", DAY) == f"{s.lake_url}/labels/dt=2026-01-05"
-    assert partition_url("reports", "labels", DAY) == f"{s.reports_url}/validation/labels/dt=2026-01-05"
-    with pytest.raises(ValueError, match="unknown kind"):
-        partition_url("attic", "labels", DAY)
-    with pytest.raises(ValueError, match="unknown dataset"):
-        partition_url("lake", "payments", DAY)
+    assert suite.name == dataset.name
+    assert [type(e).__name__ for e in suite.expectations] == [s.kind for s in specs]
+    for expectation, spec in zip(suite.expectations, specs, strict=True):
+        assert expectation.description == spec.description
+        assert getattr(expectation, "column", None) == spec.column
 
 
 # --- good days -----------------------------------------------------------------------------------
@@ -142,6 +119,21 @@ def test_a_good_day_lands_with_every_row_sorted_by_key(mlops_home: Path, fmt: st
     assert report["success"] is True
     assert lake.exists(lake.location(result.docs_url))
     assert result.as_dict()["day"] == "2026-01-05"
+
+
+def test_a_task_log_shows_the_projects_lines_and_no_gx_chatter(
+    mlops_home: Path, caplog: pytest.LogCaptureFixture
+):
+    _drop("labels", DAY)
+    with caplog.at_level(logging.INFO):
+        ingest_day("labels", DAY)
+    assert not [
+        r for r in caplog.records if r.name.startswith("great_expectations") and r.levelno < logging.WARNING
+    ]
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("include.mlops.ingest")]
+    assert ours[0].startswith("validated labels of 2026-01-05:") and ours[-1].startswith(
+        "landed labels of 2026-01-05"
+    )
 
 
 def test_csv_and_parquet_drops_of_a_day_land_the_same_bytes(mlops_home: Path):
@@ -207,13 +199,6 @@ def test_a_rerun_replaces_the_partition_and_removes_stale_files(mlops_home: Path
     assert [f.path.rsplit("/", 1)[-1] for f in lake.list_files(base)] == [lake.DATA_FILE]
     assert second.fingerprint == first.fingerprint
     assert _lake_table("transactions", DAY).num_rows == first.rows
-
-
-def test_row_count_history_reads_the_last_partitions_before_the_day(mlops_home: Path):
-    days = [DAY - dt.timedelta(days=i) for i in range(1, 10)]
-    _seed_lake("transactions", [*days, DAY + dt.timedelta(days=1)])
-    expected = [good_table("transactions", d).num_rows for d in sorted(days)[-ROW_COUNT_HISTORY:]]
-    assert recent_row_counts("transactions", DAY) == expected
 
 
 # --- bad drops -----------------------------------------------------------------------------------
@@ -329,19 +314,6 @@ def test_other_days_go_on_after_a_bad_one(mlops_home: Path):
     assert outcomes[days[0]] == good_table("transactions", days[0]).num_rows
     assert outcomes[days[2]] == good_table("transactions", days[2]).num_rows
     assert not lake.exists(lake.location(partition_url("lake", "transactions", days[1])))
-
-
-def test_a_drop_without_its_marker_is_incomplete_and_touches_nothing(mlops_home: Path):
-    _drop("transactions", DAY)
-    lake.delete(lake.location(drop_marker_url("transactions", DAY)))
-
-    with pytest.raises(DropIncomplete, match="_SUCCESS"):
-        ingest_day("transactions", DAY)
-    with pytest.raises(DropIncomplete, match="does not exist yet"):
-        ingest_day("transactions", DAY + dt.timedelta(days=1))
-
-    assert not lake.exists(lake.location(partition_url("lake", "transactions", DAY)))
-    assert not lake.exists(lake.location(partition_url("quarantine", "transactions", DAY)))
 
 
 # --- S3 ------------------------------------------------------------------------------------------

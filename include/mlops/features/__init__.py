@@ -1,10 +1,19 @@
 """Features: customer and merchant snapshots computed from the lake, registered and served by Feast.
 
-* :mod:`.contract`: names, windows, columns, schemas; where a day's snapshot lives;
+How a day flows: the lake's payments and labels of day ``D`` -> small daily summaries -> the
+snapshots of ``D`` (end of day) in the lake -> Feast's offline store reads them point in time,
+``materialize`` loads them into the online store.
+
+* :mod:`.contract`: names, windows, columns, schemas; where a day's snapshot lives and when it is valid;
+* :mod:`.keys`: :func:`stable_key`, the 64-bit key of an id that the summaries group on;
+* :mod:`.engine`: the DuckDB connection the summaries and snapshots are computed with;
 * :mod:`.summaries`: small additive summaries per day, so a snapshot never rereads 30 days;
 * :mod:`.snapshots`: :func:`compute_features_for_day`, point-in-time correct, byte-identical reruns;
 * :mod:`.on_demand`: the payment's own features and its features relative to the snapshots;
-* :mod:`.store`: the Feast store, :func:`materialize_day`, offline and online retrieval.
+* :mod:`.store`: the Feast store per profile, :func:`apply_definitions`, :func:`materialize_day`;
+* :mod:`.retrieval`: :func:`training_frame` (offline, point in time) and :func:`online_features`.
+
+Only numpy and pyarrow are imported with the package: DuckDB, pandas and Feast inside the functions.
 """
 
 from include.mlops.features.contract import (
@@ -12,6 +21,7 @@ from include.mlops.features.contract import (
     CUSTOMER_SNAPSHOT_SCHEMA,
     CUSTOMER_TRANSACTION_FEATURES,
     CUSTOMER_VIEW,
+    CUSTOMER_WINDOWED,
     ENTITY_KEYS,
     FEATURE_COLUMNS,
     FEATURE_SERVICE_NAME,
@@ -20,11 +30,13 @@ from include.mlops.features.contract import (
     MERCHANT_SNAPSHOT_SCHEMA,
     MERCHANT_TRANSACTION_FEATURES,
     MERCHANT_VIEW,
+    MERCHANT_WINDOWED,
     NIGHT_END_HOUR,
     PROJECT,
     REQUEST_FIELDS,
     SMALL_AMOUNT,
     SNAPSHOT_TTL,
+    SNAPSHOT_VIEWS,
     TRANSACTION_FEATURES,
     WINDOWS_DAYS,
     day_start,
@@ -32,27 +44,34 @@ from include.mlops.features.contract import (
     snapshot_location,
     snapshot_timestamp,
 )
+from include.mlops.features.engine import duckdb_connection, query_arrow
+from include.mlops.features.keys import stable_key
 from include.mlops.features.on_demand import (
     customer_transaction_features,
     merchant_transaction_features,
     transaction_features,
 )
-from include.mlops.features.snapshots import (
-    compute_features_for_day,
-)
-from include.mlops.features.store import (
+from include.mlops.features.retrieval import (
     FeaturesNotRegistered,
-    apply_definitions,
-    feature_store,
-    feature_store_yaml,
-    materialize_day,
     online_features,
-    quiet_feast_import,
     training_frame,
     with_features,
 )
+from include.mlops.features.snapshots import compute_features_for_day
+from include.mlops.features.store import (
+    apply_definitions,
+    expand_variables,
+    feast_redis_connection,
+    feature_store,
+    feature_store_yaml,
+    materialize_day,
+    quiet_feast_import,
+)
 from include.mlops.features.summaries import (
-    stable_key,
+    build_label_summary,
+    build_transaction_summaries,
+    ensure_history,
+    load_history,
 )
 
 __all__ = [
@@ -60,6 +79,7 @@ __all__ = [
     "CUSTOMER_SNAPSHOT_SCHEMA",
     "CUSTOMER_TRANSACTION_FEATURES",
     "CUSTOMER_VIEW",
+    "CUSTOMER_WINDOWED",
     "ENTITY_KEYS",
     "FEATURE_COLUMNS",
     "FEATURE_SERVICE_NAME",
@@ -68,23 +88,33 @@ __all__ = [
     "MERCHANT_SNAPSHOT_SCHEMA",
     "MERCHANT_TRANSACTION_FEATURES",
     "MERCHANT_VIEW",
+    "MERCHANT_WINDOWED",
     "NIGHT_END_HOUR",
     "PROJECT",
     "REQUEST_FIELDS",
     "SMALL_AMOUNT",
     "SNAPSHOT_TTL",
+    "SNAPSHOT_VIEWS",
     "TRANSACTION_FEATURES",
     "WINDOWS_DAYS",
     "FeaturesNotRegistered",
     "apply_definitions",
+    "build_label_summary",
+    "build_transaction_summaries",
     "compute_features_for_day",
     "customer_transaction_features",
     "day_start",
+    "duckdb_connection",
+    "ensure_history",
+    "expand_variables",
+    "feast_redis_connection",
     "feature_store",
     "feature_store_yaml",
+    "load_history",
     "materialize_day",
     "merchant_transaction_features",
     "online_features",
+    "query_arrow",
     "quiet_feast_import",
     "snapshot_glob",
     "snapshot_location",

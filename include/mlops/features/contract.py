@@ -29,15 +29,23 @@ FEATURE_SERVICE_NAME = "fraud_model_v1"
 
 
 CUSTOMER_VIEW = "customer_daily_features"
+"""The Feast feature view of the customer snapshots."""
 
 
 MERCHANT_VIEW = "merchant_daily_features"
+"""The Feast feature view of the merchant snapshots."""
+
+
+SNAPSHOT_VIEWS: tuple[str, ...] = ("customer", "merchant")
+"""The snapshots written per day, by the name their lake dataset and Feast source use."""
 
 
 WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
+"""The windows every windowed feature is computed over, in days ending at the snapshot."""
 
 
 HISTORY_DAYS = max(WINDOWS_DAYS)
+"""How many days of history a snapshot reads: the longest window."""
 
 
 SNAPSHOT_TTL = dt.timedelta(days=2)
@@ -57,9 +65,10 @@ REQUEST_FIELDS: tuple[str, ...] = ("event_timestamp", "amount", "country", "chan
 
 
 ENTITY_KEYS: tuple[str, ...] = ("customer_id", "merchant_id")
+"""The join keys of the two entities (names from the schema)."""
 
 
-_CUSTOMER_WINDOWED: tuple[tuple[str, pa.DataType], ...] = (
+CUSTOMER_WINDOWED: tuple[tuple[str, pa.DataType], ...] = (
     ("txn_count", pa.int64()),
     ("amount_sum", pa.float64()),
     ("amount_mean", pa.float64()),
@@ -69,18 +78,20 @@ _CUSTOMER_WINDOWED: tuple[tuple[str, pa.DataType], ...] = (
     ("night_share", pa.float64()),
     ("online_share", pa.float64()),
 )
+"""The customer's statistics with one column per window: ``customer_<name>_<w>d``, in this order."""
 
 
-_MERCHANT_WINDOWED: tuple[tuple[str, pa.DataType], ...] = (
+MERCHANT_WINDOWED: tuple[tuple[str, pa.DataType], ...] = (
     ("txn_count", pa.int64()),
     ("amount_mean", pa.float64()),
     ("labelled_count", pa.int64()),
     ("fraud_rate", pa.float64()),
 )
+"""The merchant's statistics with one column per window: ``merchant_<name>_<w>d``, in this order."""
 
 
 CUSTOMER_FEATURES: tuple[tuple[str, pa.DataType], ...] = (
-    *((f"customer_{name}_{w}d", t) for name, t in _CUSTOMER_WINDOWED for w in WINDOWS_DAYS),
+    *((f"customer_{name}_{w}d", t) for name, t in CUSTOMER_WINDOWED for w in WINDOWS_DAYS),
     ("customer_small_amount_count_1d", pa.int64()),
     ("customer_home_country", pa.string()),
 )
@@ -88,7 +99,7 @@ CUSTOMER_FEATURES: tuple[tuple[str, pa.DataType], ...] = (
 
 
 MERCHANT_FEATURES: tuple[tuple[str, pa.DataType], ...] = tuple(
-    (f"merchant_{name}_{w}d", t) for name, t in _MERCHANT_WINDOWED for w in WINDOWS_DAYS
+    (f"merchant_{name}_{w}d", t) for name, t in MERCHANT_WINDOWED for w in WINDOWS_DAYS
 )
 """Columns of the merchant snapshot (after ``merchant_id`` and ``event_timestamp``)."""
 
@@ -144,9 +155,11 @@ def _snapshot_schema(key: str, features: tuple[tuple[str, pa.DataType], ...]) ->
 
 
 CUSTOMER_SNAPSHOT_SCHEMA = _snapshot_schema("customer_id", CUSTOMER_FEATURES)
+"""The customer snapshot file: ``customer_id``, ``event_timestamp``, then :data:`CUSTOMER_FEATURES`."""
 
 
 MERCHANT_SNAPSHOT_SCHEMA = _snapshot_schema("merchant_id", MERCHANT_FEATURES)
+"""The merchant snapshot file: ``merchant_id``, ``event_timestamp``, then :data:`MERCHANT_FEATURES`."""
 
 
 def day_start(day: dt.date) -> dt.datetime:

@@ -1,14 +1,15 @@
-"""The Feast store: configuration per profile, definitions, materialization and retrieval.
+"""The Feast store: configuration per profile, definitions and materialization.
 
-:func:`apply_definitions` registers ``feature_repo/`` through the Python API,
-:func:`materialize_day` loads exactly one day's snapshot interval into the online store,
-:func:`training_frame` and :func:`online_features` read them back. Feast is imported inside the
-functions.
+:func:`feature_store` builds a store from the settings, :func:`apply_definitions` registers
+``feature_repo/`` through the Python API, :func:`materialize_day` loads exactly one day's snapshot
+interval into the online store; :mod:`.retrieval` reads the features back. Feast is imported
+inside the functions.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import sys
@@ -23,25 +24,28 @@ from include.mlops import lake
 from include.mlops.core.settings import resolve_settings
 from include.mlops.features.contract import (
     CUSTOMER_VIEW,
-    ENTITY_KEYS,
-    FEATURE_COLUMNS,
-    FEATURE_SERVICE_NAME,
     MERCHANT_VIEW,
-    REQUEST_FIELDS,
+    SNAPSHOT_VIEWS,
     snapshot_glob,
     snapshot_location,
     snapshot_timestamp,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import feast
-    import pandas as pd
 
     from include.mlops.core.settings import Settings
 
+logger = logging.getLogger(__name__)
 
-def _feast_redis_connection(url: str) -> str:
-    """Feast's Redis connection string (``host:port,db=N,...``) from a ``redis://`` URL or itself."""
+
+def feast_redis_connection(url: str) -> str:
+    """Feast's Redis connection string (``host:port,db=N,...``) from a ``redis://`` URL or itself.
+
+    A value that is not a ``redis://`` or ``rediss://`` URL is taken to be in Feast's form already.
+    """
     if not url.startswith(("redis://", "rediss://")):
         return url
     parsed = urlparse(url)
@@ -63,7 +67,7 @@ def _feast_env(s: Settings) -> dict[str, str]:
     return {
         "MLOPS_FEAST_REGISTRY": s.feast_registry,
         "MLOPS_FEAST_ONLINE_PATH": s.feast_online_path,
-        "MLOPS_REDIS_URL": _feast_redis_connection(s.redis_url),
+        "MLOPS_REDIS_URL": feast_redis_connection(s.redis_url),
     }
 
 
@@ -74,7 +78,12 @@ def feature_store_yaml(settings: Settings | None = None) -> Path:
     return Path(s.feast_repo) / name
 
 
-def _expand(text: str, env: dict[str, str], source: Path) -> str:
+def expand_variables(text: str, env: Mapping[str, str], source: Path) -> str:
+    """``text`` with each ``${NAME}`` replaced by ``env[NAME]``; a name not in ``env`` is an error.
+
+    ``source`` is the file the text comes from, for the error message.
+    """
+
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in env:
@@ -114,6 +123,9 @@ def feature_store(settings: Settings | None = None) -> feast.FeatureStore:
     """
     import yaml
 
+    # Feast logs each refresh of its registry cache at INFO, many times per materialization and
+    # retrieval: only what is wrong reaches a task's log.
+    logging.getLogger("feast").setLevel(logging.WARNING)
     quiet_feast_import()
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
@@ -121,8 +133,10 @@ def feature_store(settings: Settings | None = None) -> feast.FeatureStore:
     s = resolve_settings(settings)
     repo = Path(s.feast_repo).resolve()
     source = feature_store_yaml(s)
+    # The process environment stays the base, as the Feast CLI expands the same yaml from it; the
+    # settings' values override it so that a store can be built for other settings.
     env = {**os.environ, **_feast_env(s)}
-    config = RepoConfig(**yaml.safe_load(_expand(source.read_text(), env, source)))
+    config = RepoConfig(**yaml.safe_load(expand_variables(source.read_text(), env, source)))
     config.repo_path = repo
     if not s.is_cluster:
         # The file registry and the SQLite database are created on first use, but not their folder.
@@ -186,7 +200,7 @@ def apply_definitions(settings: Settings | None = None) -> dict:
         if (type(o).__name__, o.name) not in names
     ]
     store.apply(objects, objects_to_delete=stale, partial=not stale)
-    return {
+    applied = {
         "project": store.project,
         "feature_views": sorted(o.name for o in objects if type(o).__name__ == "FeatureView"),
         "on_demand_feature_views": sorted(
@@ -196,6 +210,13 @@ def apply_definitions(settings: Settings | None = None) -> dict:
         "deleted": sorted(o.name for o in stale),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    logger.info(
+        "Feast project %s: registered feature services %s (removed: %s)",
+        applied["project"],
+        ", ".join(applied["feature_services"]),
+        ", ".join(applied["deleted"]) or "none",
+    )
+    return applied
 
 
 def materialize_day(day: dt.date, settings: Settings | None = None) -> dict:
@@ -209,18 +230,47 @@ def materialize_day(day: dt.date, settings: Settings | None = None) -> dict:
     """
     started = time.perf_counter()
     s = resolve_settings(settings)
-    for view in ("customer", "merchant"):
-        loc = snapshot_location(view, day, s)
-        if not lake.exists(loc):
-            raise FileNotFoundError(
-                f"no {view} snapshot for {day.isoformat()} at {loc.url}: run compute_features_for_day first"
-            )
+    _require_snapshots(day, s)
     # Registering first keeps the registry in step with the code that runs (and bootstraps a fresh
     # home); it is idempotent and keeps the views' materialization history.
     apply_definitions(s)
     store = feature_store(s)
     start = snapshot_timestamp(day)
     end = start + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+    to_load, skipped = _views_to_load(store, end)
+    if to_load:
+        store.materialize(start_date=start, end_date=end, feature_views=to_load)
+    for name, reason in skipped.items():
+        logger.info("online store: %s of %s not loaded: %s", name, day, reason)
+    rows = {view: _snapshot_rows(view, day, s) for view in SNAPSHOT_VIEWS}
+    seconds = round(time.perf_counter() - started, 3)
+    logger.info("online store: loaded %s of %s (%.1f s)", ", ".join(to_load) or "nothing", day, seconds)
+    return {
+        "day": day.isoformat(),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "materialized": to_load,
+        "skipped": skipped,
+        "rows": rows,
+        "seconds": seconds,
+    }
+
+
+def _require_snapshots(day: dt.date, s: Settings) -> None:
+    """Raise :class:`FileNotFoundError` unless both snapshots of ``day`` are in the lake."""
+    for view in SNAPSHOT_VIEWS:
+        loc = snapshot_location(view, day, s)
+        if not lake.exists(loc):
+            raise FileNotFoundError(
+                f"no {view} snapshot for {day.isoformat()} at {loc.url}: run compute_features_for_day first"
+            )
+
+
+def _views_to_load(store: feast.FeatureStore, end: dt.datetime) -> tuple[list[str], dict[str, str]]:
+    """The snapshot views to materialize up to ``end``, and those skipped with the reason.
+
+    A view whose materialization history already reaches past ``end`` holds a later snapshot.
+    """
     to_load, skipped = [], {}
     for name in (CUSTOMER_VIEW, MERCHANT_VIEW):
         view = store.registry.get_feature_view(name, store.project, allow_cache=False)
@@ -229,105 +279,10 @@ def materialize_day(day: dt.date, settings: Settings | None = None) -> dict:
             skipped[name] = f"online store already holds a later snapshot (up to {latest.isoformat()})"
         else:
             to_load.append(name)
-    if to_load:
-        store.materialize(start_date=start, end_date=end, feature_views=to_load)
-    rows = {
-        view: pq.read_metadata((loc := snapshot_location(view, day, s)).path, filesystem=loc.fs).num_rows
-        for view in ("customer", "merchant")
-    }
-    return {
-        "day": day.isoformat(),
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "materialized": to_load,
-        "skipped": skipped,
-        "rows": rows,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    return to_load, skipped
 
 
-_ROW = "__row"
-
-
-def training_frame(entity_df: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
-    """The input rows with the feature service's features at each row's ``event_timestamp``.
-
-    ``entity_df`` needs ``customer_id``, ``merchant_id``, ``event_timestamp`` and the request fields
-    (:data:`REQUEST_FIELDS`); a lake transactions table has them all. Feast neither keeps the order
-    nor, for some stores, every row: each row is tagged with its position (not its transaction id,
-    so that even repeated ids come back once each) and the result is put back in input order. Every
-    input row comes back (an error otherwise), with its own columns unchanged followed by
-    :data:`FEATURE_COLUMNS`.
-    """
-    import pandas as pd
-
-    missing = [c for c in (*ENTITY_KEYS, *REQUEST_FIELDS) if c not in entity_df.columns]
-    if missing:
-        raise ValueError(f"entity_df lacks {missing}: it needs {ENTITY_KEYS} and {REQUEST_FIELDS}")
-    clash = [c for c in (*FEATURE_COLUMNS, _ROW) if c in entity_df.columns]
-    if clash:
-        raise ValueError(f"entity_df already has feature columns {clash}")
-    base = entity_df.reset_index(drop=True)
-    request = base[[*ENTITY_KEYS, *REQUEST_FIELDS]].copy()
-    request["event_timestamp"] = pd.to_datetime(request["event_timestamp"], utc=True)
-    request[_ROW] = range(len(request))
-    if request.empty:
-        return pd.concat([base, pd.DataFrame(columns=list(FEATURE_COLUMNS))], axis=1)
-
-    store = feature_store(settings)
-    service = store.get_feature_service(FEATURE_SERVICE_NAME)
-    result = store.get_historical_features(entity_df=request, features=service).to_df()
-    if len(result) != len(request) or set(result[_ROW]) != set(request[_ROW]):
-        raise RuntimeError(
-            f"the offline store returned {len(result)} rows for {len(request)} entity rows "
-            f"({len(set(request[_ROW]) - set(result[_ROW]))} missing)"
-        )
-    features = result.set_index(_ROW).sort_index()[list(FEATURE_COLUMNS)]
-    features.index = base.index
-    return pd.concat([base, features], axis=1)
-
-
-def online_features(entity_rows: list[dict], settings: Settings | None = None) -> pd.DataFrame:
-    """The feature service's features for live payments, one output row per input row, in order.
-
-    Each row needs ``customer_id``, ``merchant_id`` and the request fields (:data:`REQUEST_FIELDS`);
-    other keys (such as ``transaction_id``) are passed through to the output.
-    """
-    import pandas as pd
-
-    needed = (*ENTITY_KEYS, *REQUEST_FIELDS)
-    rows = []
-    for i, row in enumerate(entity_rows):
-        absent = [k for k in needed if k not in row]
-        if absent:
-            raise ValueError(f"entity row {i} lacks {absent}")
-        rows.append({k: row[k] for k in needed})
-    base = pd.DataFrame(entity_rows)
-    if not rows:
-        return pd.concat([base, pd.DataFrame(columns=list(FEATURE_COLUMNS))], axis=1)
-    store = feature_store(settings)
-    service = store.get_feature_service(FEATURE_SERVICE_NAME)
-    result = store.get_online_features(features=service, entity_rows=rows).to_df()
-    features = result[list(FEATURE_COLUMNS)].reset_index(drop=True)
-    return pd.concat([base.drop(columns=[c for c in FEATURE_COLUMNS if c in base]), features], axis=1)
-
-
-class FeaturesNotRegistered(RuntimeError):
-    """The Feast registry does not know the feature service yet: nothing can be retrieved."""
-
-
-def with_features(frame: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
-    """``frame`` (lake payments) with the feature service's features, point in time, in input order.
-
-    The path training, promotion and batch scoring share (:func:`training_frame`), with an
-    operator's message when the definitions were never registered.
-    """
-    try:
-        return training_frame(frame, settings=settings)
-    except Exception as error:
-        if type(error).__name__ == "FeatureServiceNotFoundException":
-            raise FeaturesNotRegistered(
-                f"the Feast registry has no feature service {FEATURE_SERVICE_NAME!r}: run the "
-                "materialize_features DAG (or features.apply_definitions()) once first"
-            ) from error
-        raise
+def _snapshot_rows(view: str, day: dt.date, s: Settings) -> int:
+    """The row count of a snapshot file (its parquet footer only)."""
+    loc = snapshot_location(view, day, s)
+    return pq.read_metadata(loc.path, filesystem=loc.fs).num_rows

@@ -11,9 +11,7 @@ whatever order DuckDB's threads add them in.
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +21,8 @@ import pyarrow.parquet as pq
 from include.mlops import lake
 from include.mlops.core.schema import LABELS, MAX_LABEL_DELAY_DAYS, TRANSACTIONS
 from include.mlops.features.contract import HISTORY_DAYS, NIGHT_END_HOUR, SMALL_AMOUNT, day_start
+from include.mlops.features.engine import query_arrow
+from include.mlops.features.keys import stable_key
 
 if TYPE_CHECKING:
     import duckdb
@@ -67,12 +67,6 @@ _LABEL_SUMMARIES = ("merchant_labels",)
 _SUMMARY_VERSION = "v1"
 
 
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-
-
-_FNV_PRIME = np.uint64(0x100000001B3)
-
-
 def _summary_location(base: lake.Location, kind: str, day: dt.date) -> lake.Location:
     return lake.partition_at(base, lake.feature_summaries(_SUMMARY_VERSION, kind), day).join(lake.DATA_FILE)
 
@@ -95,118 +89,39 @@ def _dictionary(field: pa.Field) -> pa.Field:
     return field.with_type(pa.dictionary(pa.int32(), pa.string())) if field.type == pa.string() else field
 
 
-def stable_key(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """A 64-bit key of each id (FNV-1a of its UTF-8 bytes), the same in every process and version.
-
-    Used to count distinct merchants per customer on integers. Two ids of one customer colliding
-    has a probability of about 1e-17; DuckDB's ``hash()`` would be faster but may change between
-    versions, which would mix two key spaces in a 30-day window.
-    """
-    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    array = array.cast(pa.large_string())
-    n = len(array)
-    if n == 0:
-        return pa.array([], pa.int64())
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64, count=n + 1, offset=array.offset * 8)
-    data = np.frombuffer(array.buffers()[2], dtype=np.uint8) if array.buffers()[2] else np.zeros(1, np.uint8)
-    starts, lengths = offsets[:-1], np.diff(offsets)
-    key = np.full(n, _FNV_OFFSET, dtype=np.uint64)
-    # Ids of one length at a time, as a (rows, length) byte matrix: a handful of vector operations
-    # per character instead of a Python loop per id.
-    with np.errstate(over="ignore"):
-        for length in np.unique(lengths):
-            if length == lengths[0] and (lengths == length).all():
-                rows = slice(None)  # one length (fixed-width ids): the bytes are already a matrix
-                chars = data[starts[0] : starts[0] + n * length].reshape(n, length)
-            else:
-                rows = np.flatnonzero(lengths == length)
-                chars = data[starts[rows, None] + np.arange(length)]
-            columns = np.ascontiguousarray(chars.T)
-            group = key[rows]
-            for i in range(int(length)):
-                group = (group ^ columns[i]) * _FNV_PRIME
-            key[rows] = group
-    return pa.array(key.view(np.int64), pa.int64())
-
-
-def _duckdb() -> duckdb.DuckDBPyConnection:
-    import duckdb
-
-    con = duckdb.connect()
-    # hour() of a TIMESTAMPTZ follows the session time zone: pin it so features never depend on the host.
-    con.execute("SET TimeZone = 'UTC'")
-    # An in-memory database spills to ".tmp" under the working directory by default (the project,
-    # when run from there): keep any spill in the system's temporary folder.
-    con.execute("SET temp_directory = $1", [str(Path(tempfile.gettempdir()) / "mlops-duckdb")])
-    return con
-
-
-def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pa.Table:
-    return con.sql(sql, params=params).to_arrow_table()
-
-
 def _day_bounds(day: dt.date) -> list[dt.datetime]:
     return [day_start(day), day_start(day + dt.timedelta(days=1))]
 
 
-def _build_transaction_summaries(
+# The columns of a lake transactions partition that the summaries read.
+_TRANSACTION_COLUMNS = (
+    "transaction_id",
+    "event_timestamp",
+    "customer_id",
+    "merchant_id",
+    "amount",
+    "country",
+    "channel",
+)
+
+
+def build_transaction_summaries(
     con: duckdb.DuckDBPyConnection, base: lake.Location, day: dt.date
 ) -> int | None:
-    """Write the transaction summaries of ``day``; the number of payments, or None without data."""
-    columns = [
-        "transaction_id",
-        "event_timestamp",
-        "customer_id",
-        "merchant_id",
-        "amount",
-        "country",
-        "channel",
-    ]
-    tx = lake.read_table(lake.partition_at(base, TRANSACTIONS.name, day), columns)
+    """Write the transaction summaries of ``day``; the number of payments, or None without data.
+
+    ``base`` is the lake root: its transactions partition of ``day`` is read and the summaries are
+    written under it, each file atomically. ``con`` comes from
+    :func:`~include.mlops.features.engine.duckdb_connection`.
+    """
+    tx = lake.read_table(lake.partition_at(base, TRANSACTIONS.name, day), list(_TRANSACTION_COLUMNS))
     if tx is None:
         return None
-    con.register("tx_arrow", tx)
-    try:
-        # One conversion from Arrow, then every aggregation on DuckDB's own storage.
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE tx AS
-            SELECT transaction_id, customer_id, merchant_id, country,
-                   CAST(round(amount * 100) AS BIGINT) AS cents,
-                   hour(event_timestamp) < {NIGHT_END_HOUR} AS night,
-                   channel = 'online' AS online,
-                   amount < {SMALL_AMOUNT} AS small
-            FROM tx_arrow WHERE event_timestamp >= $1 AND event_timestamp < $2""",
-            _day_bounds(day),
-        )
-    finally:
-        con.unregister("tx_arrow")
-    rows = int(con.sql("SELECT count(*) FROM tx").fetchall()[0][0])
-    customer = _arrow(
-        con,
-        """
-        SELECT customer_id, country, count(*) AS n, sum(cents) AS cents, sum(cents * cents) AS cents_sq,
-               count(*) FILTER (WHERE night) AS night_n,
-               count(*) FILTER (WHERE online) AS online_n,
-               count(*) FILTER (WHERE small) AS small_n
-        FROM tx GROUP BY customer_id, country ORDER BY customer_id, country""",
-    )
-    customer = customer.add_column(1, "customer_key", stable_key(customer.column("customer_id")))
-    payments = _arrow(con, "SELECT transaction_id, merchant_id FROM tx")
-    payments = pa.table(
-        {
-            "transaction_key": stable_key(payments.column("transaction_id")),
-            "merchant_id": payments["merchant_id"],
-        }
-    ).sort_by("transaction_key")
-    pairs = _arrow(con, "SELECT DISTINCT customer_id, merchant_id FROM tx")
-    pairs = pa.table(
-        {
-            "customer_key": stable_key(pairs.column("customer_id")),
-            "merchant_key": stable_key(pairs.column("merchant_id")),
-        }
-    ).sort_by([("customer_key", "ascending"), ("merchant_key", "ascending")])
-    merchant = _arrow(
+    rows = _stage_payments(con, tx, day)
+    customer = _customer_country(con)
+    payments = _payment_index(con)
+    pairs = _customer_merchant_pairs(con)
+    merchant = query_arrow(
         con,
         "SELECT merchant_id, count(*) AS n, sum(cents) AS cents FROM tx "
         "GROUP BY merchant_id ORDER BY merchant_id",
@@ -223,10 +138,71 @@ def _build_transaction_summaries(
     return rows
 
 
-def _build_label_summary(
+def _stage_payments(con: duckdb.DuckDBPyConnection, tx: pa.Table, day: dt.date) -> int:
+    """Copy the day's payments into DuckDB table ``tx`` with the flags the summaries count; how many."""
+    con.register("tx_arrow", tx)
+    try:
+        # One conversion from Arrow, then every aggregation on DuckDB's own storage.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE tx AS
+            SELECT transaction_id, customer_id, merchant_id, country,
+                   CAST(round(amount * 100) AS BIGINT) AS cents,
+                   hour(event_timestamp) < {NIGHT_END_HOUR} AS night,
+                   channel = 'online' AS online,
+                   amount < {SMALL_AMOUNT} AS small
+            FROM tx_arrow WHERE event_timestamp >= $1 AND event_timestamp < $2""",
+            _day_bounds(day),
+        )
+    finally:
+        con.unregister("tx_arrow")
+    return int(con.sql("SELECT count(*) FROM tx").fetchall()[0][0])
+
+
+def _customer_country(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The ``customer_country`` summary of the staged payments, with each customer's stable key."""
+    customer = query_arrow(
+        con,
+        """
+        SELECT customer_id, country, count(*) AS n, sum(cents) AS cents, sum(cents * cents) AS cents_sq,
+               count(*) FILTER (WHERE night) AS night_n,
+               count(*) FILTER (WHERE online) AS online_n,
+               count(*) FILTER (WHERE small) AS small_n
+        FROM tx GROUP BY customer_id, country ORDER BY customer_id, country""",
+    )
+    return customer.add_column(1, "customer_key", stable_key(customer.column("customer_id")))
+
+
+def _payment_index(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The ``payments`` summary: the merchant of each staged payment, by payment key."""
+    payments = query_arrow(con, "SELECT transaction_id, merchant_id FROM tx")
+    return pa.table(
+        {
+            "transaction_key": stable_key(payments.column("transaction_id")),
+            "merchant_id": payments["merchant_id"],
+        }
+    ).sort_by("transaction_key")
+
+
+def _customer_merchant_pairs(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """The ``customer_merchant`` summary: the distinct pairs of the staged payments, as keys."""
+    pairs = query_arrow(con, "SELECT DISTINCT customer_id, merchant_id FROM tx")
+    return pa.table(
+        {
+            "customer_key": stable_key(pairs.column("customer_id")),
+            "merchant_key": stable_key(pairs.column("merchant_id")),
+        }
+    ).sort_by([("customer_key", "ascending"), ("merchant_key", "ascending")])
+
+
+def build_label_summary(
     con: duckdb.DuckDBPyConnection, base: lake.Location, day: dt.date
 ) -> tuple[int, int] | None:
-    """Write the labels-per-merchant summary of ``day``: (labels, labels whose payment was not found)."""
+    """Write the labels-per-merchant summary of ``day``: (labels, labels whose payment was not found).
+
+    None when the lake under ``base`` has no labels partition of ``day``. The payment indexes of
+    the days those labels may concern are built from the lake on the way when missing.
+    """
     labels = lake.read_table(
         lake.partition_at(base, LABELS.name, day), ["transaction_id", "is_fraud", "reported_at"]
     )
@@ -238,17 +214,7 @@ def _build_label_summary(
     labels = pa.table(
         {"transaction_key": stable_key(labels.column("transaction_id")), "is_fraud": labels["is_fraud"]}
     )
-    # Labels of day D concern payments of D-5 .. D-1; D itself costs nothing more and tolerates a
-    # same-day chargeback.
-    indexes = []
-    for back in range(MAX_LABEL_DELAY_DAYS + 1):
-        paid = day - dt.timedelta(days=back)
-        index = _read_summary(base, "payments", paid)
-        if index is None and _build_transaction_summaries(con, base, paid) is not None:
-            index = _read_summary(base, "payments", paid)
-        if index is not None:
-            indexes.append(index)
-    pay = pa.concat_tables(indexes) if indexes else _SUMMARY_SCHEMAS["payments"].empty_table()
+    pay = _payment_indexes(con, base, day)
     con.register("labels_arrow", labels)
     con.register("pay", pay)
     try:
@@ -264,7 +230,7 @@ def _build_label_summary(
     total, unmatched = con.sql(
         "SELECT count(*), count(*) FILTER (WHERE merchant_id IS NULL) FROM joined"
     ).fetchall()[0]
-    table = _arrow(
+    table = query_arrow(
         con,
         """
         SELECT merchant_id, count(*) AS labelled_n, sum(CAST(is_fraud AS BIGINT)) AS fraud_n
@@ -277,21 +243,39 @@ def _build_label_summary(
     return int(total), int(unmatched)
 
 
-def _ensure_history(con: duckdb.DuckDBPyConnection, base: lake.Location, day: dt.date) -> list[str]:
-    """Build the summaries of the 30 days before ``day`` that are missing but have lake data."""
+def _payment_indexes(con: duckdb.DuckDBPyConnection, base: lake.Location, day: dt.date) -> pa.Table:
+    """The payment indexes of the days that the labels reported on ``day`` may concern, as one table."""
+    # Labels of day D concern payments of D-5 .. D-1; D itself costs nothing more and tolerates a
+    # same-day chargeback.
+    indexes = []
+    for back in range(MAX_LABEL_DELAY_DAYS + 1):
+        paid = day - dt.timedelta(days=back)
+        index = _read_summary(base, "payments", paid)
+        if index is None and build_transaction_summaries(con, base, paid) is not None:
+            index = _read_summary(base, "payments", paid)
+        if index is not None:
+            indexes.append(index)
+    return pa.concat_tables(indexes) if indexes else _SUMMARY_SCHEMAS["payments"].empty_table()
+
+
+def ensure_history(con: duckdb.DuckDBPyConnection, base: lake.Location, day: dt.date) -> list[str]:
+    """Build the summaries of the 30 days before ``day`` that are missing but have lake data.
+
+    Returns what was built, as ``transactions:<day>`` and ``labels:<day>``.
+    """
     built = []
     for back in range(1, HISTORY_DAYS + 1):
         past = day - dt.timedelta(days=back)
         have_payments = all(lake.exists(_summary_location(base, k, past)) for k in _TRANSACTION_SUMMARIES)
-        if not have_payments and _build_transaction_summaries(con, base, past) is not None:
+        if not have_payments and build_transaction_summaries(con, base, past) is not None:
             built.append(f"transactions:{past.isoformat()}")
         have_labels = all(lake.exists(_summary_location(base, k, past)) for k in _LABEL_SUMMARIES)
-        if not have_labels and _build_label_summary(con, base, past) is not None:
+        if not have_labels and build_label_summary(con, base, past) is not None:
             built.append(f"labels:{past.isoformat()}")
     return built
 
 
-def _load_history(
+def load_history(
     con: duckdb.DuckDBPyConnection, base: lake.Location, day: dt.date, kind: str, key: str | None
 ) -> int:
     """Register ``kind``'s summaries of the 30 days up to ``day`` as table ``h_<kind>`` with a ``lag`` column.

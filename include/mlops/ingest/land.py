@@ -1,48 +1,43 @@
 """Landing one day of a dataset in the lake, gated by its Great Expectations suite.
 
-A drop is ``<landing>/<dataset>/dt=YYYY-MM-DD/``: one or more ``*.parquet`` or ``*.csv`` files and
-an empty ``_SUCCESS`` marker written last. :func:`ingest_day` reads it into the schema's types,
-validates it (:mod:`include.mlops.validation`), and then either
+:func:`ingest_day` takes a complete drop only (its ``_SUCCESS`` marker written; the sensor waits
+for it). It reads the drop into the schema's types (:mod:`.drops`), validates it
+(:mod:`.validation`), and then either
 
 * writes ``<lake>/<dataset>/dt=YYYY-MM-DD/part-00000.parquet`` in one atomic step, replacing the
   partition (rows sorted by key, so a rerun writes the same bytes), with the validation result and
   Data Docs under ``<reports>/validation/<dataset>/dt=YYYY-MM-DD/``; or
-* quarantines the day: ``rejection.json`` (what was wrong, the landing files and their sha256),
-  the validation result and Data Docs under ``<quarantine>/<dataset>/dt=YYYY-MM-DD/``, leaves the
-  lake as it was and raises :class:`DropRejected` with a message for the operator.
+* quarantines the day (:mod:`.quarantine`), leaves the lake as it was and raises
+  :class:`DropRejected` with a message for the operator.
 
-Landing files are only ever read. Names starting with ``.`` or ``_`` other than the marker are
-ignored, as Hadoop and Spark writers use them for their own bookkeeping.
+Landing files are only ever read.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.fs as pafs
-
 from include.mlops import lake
 from include.mlops.core.schema import DATASETS, Dataset
-from include.mlops.core.settings import settings as current_settings
-from include.mlops.ingest.validation import ROW_COUNT_HISTORY, ValidationReport, to_frame, validate
+from include.mlops.core.settings import resolve_settings
+from include.mlops.ingest.drops import UnreadableDrop, read_drop
+from include.mlops.ingest.quarantine import REJECTION_NAME, Rejection, quarantine_day
+from include.mlops.ingest.suite import ROW_COUNT_HISTORY
+from include.mlops.ingest.validation import validate
 
 if TYPE_CHECKING:
     import datetime as dt
 
-    import pandas as pd
+    import pyarrow as pa
 
     from include.mlops.core.settings import Settings
-    from include.mlops.lake import Location
+    from include.mlops.ingest.drops import DropContents
+    from include.mlops.ingest.report import ValidationReport
 
-REJECTION_NAME = "rejection.json"
-
-# Casts tried one distinct value at a time to find the values of a CSV column that do not parse;
-# past this the column is reported as text throughout.
-_BISECT_BUDGET = 4096
+logger = logging.getLogger(__name__)
 
 
 class DropIncomplete(RuntimeError):
@@ -133,7 +128,7 @@ def drop_marker_url(dataset: str, day: dt.date, settings: Settings | None = None
 def recent_row_counts(dataset: str, day: dt.date, settings: Settings | None = None) -> list[int]:
     """Row counts of the most recent lake partitions strictly before ``day``, oldest first.
 
-    At most :data:`~include.mlops.validation.ROW_COUNT_HISTORY` of them; only the parquet footers
+    At most :data:`~include.mlops.ingest.suite.ROW_COUNT_HISTORY` of them; only the parquet footers
     are read.
     """
     base = lake.root("lake", settings)
@@ -147,207 +142,108 @@ def recent_row_counts(dataset: str, day: dt.date, settings: Settings | None = No
     return counts
 
 
-@dataclass(frozen=True)
-class _File:
-    name: str
-    size: int
-    sha256: str
-    problem: str | None = None
+def ingest_day(dataset: str, day: dt.date, settings: Settings | None = None) -> IngestResult:
+    """Validate the day's drop of ``dataset`` and land it in the lake, or quarantine it.
 
-    def as_dict(self) -> dict[str, Any]:
-        found = {"name": self.name, "bytes": self.size, "sha256": self.sha256}
-        if self.problem:
-            found["problem"] = self.problem
-        return found
-
-
-class _Unreadable(Exception):
-    def __init__(self, problems: list[str], files: list[_File] | None = None) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-        self.files = files or []
-
-
-def _same_kind(source: pa.DataType, target: pa.DataType) -> bool:
-    """Whether a typed (parquet) column may be cast to the schema's type without parsing text."""
-    t = pa.types
-    if t.is_dictionary(source):
-        source = source.value_type
-    if t.is_string(target):
-        return t.is_string(source) or t.is_large_string(source)
-    if t.is_integer(target) or t.is_floating(target):
-        return t.is_integer(source) or t.is_floating(source)
-    if t.is_timestamp(target):
-        # A timestamp without a zone is ambiguous; the contract is UTC.
-        return t.is_timestamp(source) and source.tz is not None
-    if t.is_boolean(target):
-        return t.is_boolean(source)
-    return False
-
-
-def _uncastable(values: pa.Array, target: pa.DataType) -> set[str] | None:
-    """The values that do not cast to ``target``, found by halving; None past the budget."""
-    bad: set[str] = set()
-    pending = [values]
-    for _ in range(_BISECT_BUDGET):
-        if not pending:
-            return bad
-        chunk = pending.pop()
-        try:
-            chunk.cast(target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            if len(chunk) == 1:
-                bad.add(chunk[0].as_py())
-            else:
-                half = len(chunk) // 2
-                pending += [chunk.slice(half), chunk.slice(0, half)]
-    return None if pending else bad
-
-
-def _text_with_bad_values(column: pa.ChunkedArray, target: pa.DataType) -> pd.Series:
-    """A text column that does not fully parse, as the values GX's type check judges one by one.
-
-    Values that parse become scalars of the schema's type, the others stay text, so the report
-    counts and shows exactly the values that do not parse.
+    Raises :class:`DropIncomplete` when the drop's ``_SUCCESS`` marker is missing and
+    :class:`DropRejected` (after quarantining the day) when a file cannot be read or the suite
+    fails. Rerunning a day replaces its partition; the landing files are never modified.
     """
-    import numpy as np
-    import pandas as pd
-    import pyarrow.compute as pc
-
-    text = column.combine_chunks()
-    bad = _uncastable(pc.unique(text).drop_null(), target)
-    if bad is None:
-        return pd.Series(text.to_pylist(), dtype=object)
-    bad_mask = pc.is_in(text, value_set=pa.array(sorted(bad), type=text.type))
-    parsed = pc.if_else(bad_mask, None, text).cast(target)
-    is_bad = bad_mask.to_numpy(zero_copy_only=False)
-    make = pd.Timestamp if pa.types.is_timestamp(target) else np.dtype(target.to_pandas_dtype()).type
-    values = pd.Series([None if v is None else make(v) for v in parsed.to_pylist()], dtype=object)
-    values[is_bad] = np.asarray(text.to_pylist(), dtype=object)[is_bad]
-    return values
-
-
-def _coerce(table: pa.Table, dataset: Dataset, from_text: bool) -> tuple[pa.Table, dict[str, pd.Series]]:
-    """Cast the known columns to the schema's types where the contract allows it.
-
-    A CSV column is text and is parsed; a parquet column is cast only within its kind (int64 to
-    int8, nanoseconds to microseconds, another zone to UTC). A column that cannot be cast keeps
-    its own type and the suite's type expectation reports it; for a CSV column the values that do
-    not parse are returned separately so that the report names them.
-    """
-    partial: dict[str, pd.Series] = {}
-    for name in table.column_names:
-        if name not in dataset.names:
-            continue
-        target = dataset.column(name).type
-        column = table.column(name)
-        if column.type == target:
-            continue
-        text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-        if not (from_text and text) and not _same_kind(column.type, target):
-            continue
-        try:
-            # Sub-microsecond digits are dropped on purpose: the lake keeps microseconds.
-            cast = column.cast(target, safe=not pa.types.is_timestamp(target))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            if from_text and text:
-                partial[name] = _text_with_bad_values(column, target)
-            continue
-        table = table.set_column(table.schema.get_field_index(name), name, cast)
-    return table, partial
+    spec = _dataset(dataset)
+    s = resolve_settings(settings)
+    _require_marker(spec, day, s)
+    contents = _read_or_reject(spec, day, s)
+    report = validate(contents.frame, spec, day, recent_row_counts(spec.name, day, s))
+    if not report.success:
+        failed = len(report.failures)
+        raise _rejected(
+            spec,
+            day,
+            quarantine_day(
+                spec,
+                day,
+                s,
+                headline=f"{failed} of {len(report.outcomes)} expectations failed.",
+                problems=[o.explain() for o in report.failures],
+                files=contents.files,
+                report=report,
+            ),
+        )
+    if contents.table is None:
+        raise RuntimeError(f"{spec.name} {day}: the suite passed rows that are not of the schema's types")
+    return _land(contents.table, report, spec, day, s)
 
 
-def _read_file(location: Location, data: bytes, dataset: Dataset) -> pa.Table:
-    """One data file as an Arrow table, or :class:`_Unreadable` with what is wrong with it."""
-    name = location.path.rsplit("/", 1)[-1]
-    if not data:
-        raise _Unreadable([f"{name}: the file is empty (0 bytes)"])
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(pa.BufferReader(data))
-        except (pa.ArrowException, OSError) as exc:
-            raise _Unreadable([f"{name}: not a readable parquet file ({_first_line(exc)})"]) from None
-    import pyarrow.csv as pacsv
-
-    if b"\x00" in data:
-        raise _Unreadable([f"{name}: binary content (NUL bytes), not a CSV text file"])
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        where = f"byte 0x{data[exc.start]:02x} at offset {exc.start}"
-        raise _Unreadable([f"{name}: not UTF-8 text ({where}); save the CSV as UTF-8"]) from None
-    options = pacsv.ConvertOptions(
-        # Every known column is read as text and parsed by the contract's rules (see _coerce).
-        column_types=dict.fromkeys(dataset.names, pa.string()),
-        strings_can_be_null=True,
-        null_values=[""],
+def _require_marker(spec: Dataset, day: dt.date, s: Settings) -> None:
+    """Raise :class:`DropIncomplete` unless the day's drop carries its ``_SUCCESS`` marker."""
+    landing = lake.partition("landing", spec.name, day, s)
+    if lake.exists(landing.join(lake.SUCCESS_MARKER)):
+        return
+    found = "has files but no" if lake.list_files(landing) else "does not exist yet, nor its"
+    raise DropIncomplete(
+        f"{spec.name} drop of {day.isoformat()} is not complete: {landing.url} {found} "
+        f"{lake.SUCCESS_MARKER} marker. The producer writes the marker after the data files; wait for "
+        f"it (the sensor does), or ask the producer to finish the drop, then rerun {day.isoformat()}."
     )
+
+
+def _read_or_reject(spec: Dataset, day: dt.date, s: Settings) -> DropContents:
+    """The day's drop, read; a drop with a file that cannot be read is quarantined and raised."""
     try:
-        return pacsv.read_csv(pa.BufferReader(data), convert_options=options)
-    except (pa.ArrowException, OSError) as exc:
-        raise _Unreadable([f"{name}: not a readable CSV file ({_first_line(exc)})"]) from None
+        return read_drop(lake.partition("landing", spec.name, day, s), spec)
+    except UnreadableDrop as exc:
+        count = len(exc.problems)
+        rejection = quarantine_day(
+            spec,
+            day,
+            s,
+            headline=f"{count} problem{'s' if count > 1 else ''} reading the files.",
+            problems=exc.problems,
+            files=exc.files,
+            report=None,
+        )
+        raise _rejected(spec, day, rejection) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
+def _rejected(spec: Dataset, day: dt.date, rejection: Rejection) -> DropRejected:
+    """The error of a quarantined day (logged: a rejected drop is what an operator must act on)."""
+    logger.warning(
+        "%s drop of %s rejected (%d problems), quarantined: %s",
+        spec.name,
+        day,
+        len(rejection.problems),
+        rejection.report_url,
+    )
+    return DropRejected(
+        rejection.message,
+        dataset=spec.name,
+        day=day,
+        report_url=rejection.report_url,
+        docs_url=rejection.docs_url,
+        problems=rejection.problems,
+    )
 
 
-def _read_drop(folder: Location, dataset: Dataset) -> tuple[pa.Table | None, pd.DataFrame, list[_File]]:
-    """The drop's rows as a typed table and as the frame to validate, and the files read.
-
-    The table is None when some column is not of the schema's type (the suite will say which).
-    Raises :class:`_Unreadable` listing every file that cannot be read.
-    """
-    import pandas as pd
-
-    problems: list[str] = []
-    files: list[_File] = []
-    parts: list[tuple[pa.Table, dict[str, pd.Series]]] = []
-    entries = folder.fs.get_file_info(pafs.FileSelector(folder.path, allow_not_found=True))
-    for entry in sorted(entries, key=lambda e: e.base_name):
-        name = entry.base_name
-        if name == lake.SUCCESS_MARKER or name.startswith((".", "_")):
-            continue
-        if entry.type == pafs.FileType.Directory:
-            # Rows in a sub-folder would otherwise be silently left out of the day.
-            problems.append(f"{name}/: a sub-folder; a drop holds its data files directly")
-            continue
-        location = folder.join(name)
-        data = lake.read_bytes(location)
-        digest = hashlib.sha256(data).hexdigest()
-        if not name.endswith(lake.DATA_SUFFIXES):
-            problem = f"{name}: unsupported file type; a drop holds only *.parquet or *.csv files"
-        else:
-            try:
-                parts.append(_coerce(_read_file(location, data, dataset), dataset, name.endswith(".csv")))
-                problem = None
-            except _Unreadable as exc:
-                problem = exc.problems[0]
-        if problem:
-            problems.append(problem)
-        files.append(_File(name, len(data), digest, problem))
-    if not files and not problems:
-        problems.append(f"the drop has a {lake.SUCCESS_MARKER} marker but no data files (*.parquet, *.csv)")
-    if problems:
-        raise _Unreadable(problems, files)
-
-    tables = [t for t, _ in parts]
-    if not any(partial for _, partial in parts):
-        try:
-            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
-            return table, to_frame(table), files
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass  # the files disagree on a column's type: validate them side by side
-    frames = []
-    for part, partial in parts:
-        frame = to_frame(part)
-        for name, values in partial.items():
-            frame[name] = values
-        frames.append(frame)
-    return None, pd.concat(frames, ignore_index=True), files
+def _land(
+    table: pa.Table, report: ValidationReport, spec: Dataset, day: dt.date, s: Settings
+) -> IngestResult:
+    """Replace the day's lake partition with ``table``, publish its report, clear its quarantine."""
+    data = _lake_bytes(table, spec)
+    lake_folder = lake.partition("lake", spec.name, day, s)
+    lake.replace_partition(lake_folder, data)
+    published = report.publish(partition_url("reports", spec.name, day, s))
+    # The day is good now: an earlier rejection of it no longer describes the lake.
+    lake.delete(lake.partition("quarantine", spec.name, day, s))
+    logger.info("landed %s of %s: %d rows in %s", spec.name, day, report.rows, lake_folder.url)
+    return IngestResult(
+        dataset=spec.name,
+        day=day,
+        rows=report.rows,
+        partition_url=lake_folder.url,
+        report_url=published.result_url or "",
+        docs_url=published.docs_url,
+        fingerprint=hashlib.sha256(data).hexdigest(),
+    )
 
 
 def _lake_bytes(table: pa.Table, dataset: Dataset) -> bytes:
@@ -360,134 +256,3 @@ def _lake_bytes(table: pa.Table, dataset: Dataset) -> bytes:
     if len(key) > 1 and not pc.all(pc.less_equal(key[:-1], key[1:])).as_py():
         ordered = ordered.sort_by([(dataset.key_column, "ascending")])
     return lake.encode_parquet(ordered)
-
-
-def _lake_state(lake_folder: Location, day: dt.date) -> str:
-    if lake.exists(lake_folder.join(lake.DATA_FILE)):
-        return (
-            f"The lake keeps the partition landed earlier for {day.isoformat()} unchanged "
-            f"({lake_folder.url})."
-        )
-    return f"Nothing of {day.isoformat()} is in the lake."
-
-
-def _reject(
-    dataset: Dataset,
-    day: dt.date,
-    s: Settings,
-    *,
-    headline: str,
-    problems: list[str],
-    files: list[_File],
-    report: ValidationReport | None,
-) -> DropRejected:
-    """Quarantine the day (reports only; the landing files stay where they are) and build the error."""
-    quarantine = lake.partition("quarantine", dataset.name, day, s)
-    landing = lake.partition("landing", dataset.name, day, s).url
-    lake_folder = lake.partition("lake", dataset.name, day, s)
-    lake.delete(quarantine)
-    published = report.publish(quarantine.url) if report is not None else None
-    rejection = quarantine.join(REJECTION_NAME)
-    if not lake.exists(lake_folder.join(lake.DATA_FILE)):
-        # Without a landed file the folder can only hold leftovers, which a reader would take
-        # for the day: the day must have no partition at all.
-        lake.delete(lake_folder)
-    lake_state = _lake_state(lake_folder, day)
-    lines = [f"{dataset.name} drop of {day.isoformat()} rejected: {headline}"]
-    lines += [p if p.startswith("  - ") else f"  - {p}" for p in problems]
-    if published is not None:
-        lines.append(f"Validation result: {published.result_url}")
-        if published.docs_url:
-            lines.append(f"Data Docs: {published.docs_url}")
-    lines.append(f"Quarantine report: {rejection.url}")
-    lines.append(lake_state)
-    lines.append(
-        f"The landing files in {landing} were left untouched. Fix the drop there (data files first, "
-        f"{lake.SUCCESS_MARKER} last) and rerun {day.isoformat()} (clear that day's run in Airflow)."
-    )
-    message = "\n".join(lines)
-    body = {
-        "dataset": dataset.name,
-        "day": day.isoformat(),
-        "reason": "invalid" if report is not None else "unreadable",
-        "message": message,
-        "landing_url": landing,
-        "files": [f.as_dict() for f in files],
-        "lake": lake_state,
-        "validation_url": published.result_url if published else None,
-        "docs_url": published.docs_url if published else None,
-        "failures": [o.as_dict() for o in published.failures] if published else [],
-    }
-    lake.write_bytes(rejection, json.dumps(body, indent=2).encode())
-    return DropRejected(
-        message,
-        dataset=dataset.name,
-        day=day,
-        report_url=rejection.url,
-        docs_url=published.docs_url if published else None,
-        problems=tuple(p.removeprefix("  - ") for p in problems),
-    )
-
-
-def ingest_day(dataset: str, day: dt.date, settings: Settings | None = None) -> IngestResult:
-    """Validate the day's drop of ``dataset`` and land it in the lake, or quarantine it.
-
-    Raises :class:`DropIncomplete` when the drop's ``_SUCCESS`` marker is missing and
-    :class:`DropRejected` (after quarantining the day) when a file cannot be read or the suite
-    fails. Rerunning a day replaces its partition; the landing files are never modified.
-    """
-    spec = _dataset(dataset)
-    s = settings or current_settings()
-    landing = lake.partition("landing", spec.name, day, s)
-    if not lake.exists(landing.join(lake.SUCCESS_MARKER)):
-        found = "has files but no" if lake.list_files(landing) else "does not exist yet, nor its"
-        raise DropIncomplete(
-            f"{spec.name} drop of {day.isoformat()} is not complete: {landing.url} {found} "
-            f"{lake.SUCCESS_MARKER} marker. The producer writes the marker after the data files; wait for "
-            f"it (the sensor does), or ask the producer to finish the drop, then rerun {day.isoformat()}."
-        )
-
-    try:
-        table, frame, files = _read_drop(landing, spec)
-    except _Unreadable as exc:
-        count = len(exc.problems)
-        raise _reject(
-            spec,
-            day,
-            s,
-            headline=f"{count} problem{'s' if count > 1 else ''} reading the files.",
-            problems=exc.problems,
-            files=exc.files,
-            report=None,
-        ) from None
-
-    report = validate(frame, spec, day, recent_row_counts(spec.name, day, s))
-    if not report.success:
-        failed = len(report.failures)
-        raise _reject(
-            spec,
-            day,
-            s,
-            headline=f"{failed} of {len(report.outcomes)} expectations failed.",
-            problems=[o.explain() for o in report.failures],
-            files=files,
-            report=report,
-        )
-    if table is None:
-        raise RuntimeError(f"{spec.name} {day}: the suite passed rows that are not of the schema's types")
-    data = _lake_bytes(table, spec)
-
-    lake_folder = lake.partition("lake", spec.name, day, s)
-    lake.replace_partition(lake_folder, data)
-    published = report.publish(partition_url("reports", spec.name, day, s))
-    # The day is good now: an earlier rejection of it no longer describes the lake.
-    lake.delete(lake.partition("quarantine", spec.name, day, s))
-    return IngestResult(
-        dataset=spec.name,
-        day=day,
-        rows=report.rows,
-        partition_url=lake_folder.url,
-        report_url=published.result_url or "",
-        docs_url=published.docs_url,
-        fingerprint=hashlib.sha256(data).hexdigest(),
-    )
