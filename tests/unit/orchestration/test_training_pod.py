@@ -14,7 +14,7 @@ import pytest
 
 from include.mlops.core import settings as settings_module
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SECRET_VALUES = ("s3cr3t-key", "hunter2")
 CONTEXT_PARAMS = {
     "as_of": "2026-01-20",
