@@ -53,6 +53,7 @@ def _cmd_settings(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: one sub-command per function of the package."""
     parser = argparse.ArgumentParser(prog="python -m include.mlops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command (``argv``, default the process's arguments); returns the exit status."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     # Outside Airflow nobody configures logging: the pipeline's INFO lines go to stderr (the task
     # that runs this as a subprocess relays them into its own log).

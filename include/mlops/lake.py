@@ -254,6 +254,7 @@ def replace_partition(folder: Location, data: bytes) -> Location:
 
 
 def exists(loc: Location) -> bool:
+    """Whether a file or folder is there."""
     import pyarrow.fs as pafs
 
     return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
@@ -269,6 +270,7 @@ def list_files(loc: Location) -> list[Location]:
 
 
 def read_bytes(loc: Location) -> bytes:
+    """A whole file's bytes."""
     with loc.fs.open_input_stream(loc.path) as f:
         return f.read()
 

@@ -26,6 +26,7 @@ SERVED_ROOTS = ("reports", "quarantine")
 
 
 def served_root_url(root: str, s: Settings | None = None) -> str:
+    """The store URL a served root (``reports`` or ``quarantine``) stands for."""
     s = s or settings()
     return {"reports": s.reports_url, "quarantine": s.quarantine_url}[root]
 
@@ -48,6 +49,7 @@ def mlflow_ui_url() -> str:
 
 
 def mlflow_run_link(experiment_id: str | None, run_id: str | None) -> str | None:
+    """The MLflow UI page of a run; ``None`` without an experiment or a run."""
     if not experiment_id or not run_id:
         return None
     return f"{mlflow_ui_url()}/#/experiments/{experiment_id}/runs/{run_id}"
