@@ -11,8 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from include.mlops.core.policies import DRIFT_FEATURES, DriftPolicy
-from include.mlops.core.settings import SettingsError
+from include.mlops.core.policies import DriftPolicy
 from include.mlops.monitoring.policy import (
     SUPPRESSED_COOLDOWN,
     SUPPRESSED_LATER_DAY,
@@ -257,41 +256,3 @@ def test_psi_ignores_nans_and_is_nan_without_values() -> None:
     assert psi(reference, with_nans) == pytest.approx(psi(reference, current))
     assert math.isnan(psi(np.array([np.nan]), current))
     assert math.isnan(psi(reference, np.array([])))
-
-
-# --------------------------------------------------------------------------------------------------
-# The knobs
-
-
-def test_the_policy_reads_its_knobs_from_the_environment() -> None:
-    policy = DriftPolicy.from_env(
-        {
-            "MLOPS_DRIFT_SHARE": "0.5",
-            "MLOPS_DRIFT_PREDICTION": "false",
-            "MLOPS_DRIFT_PERFORMANCE_DROP": "0.1",
-            "MLOPS_DRIFT_COOLDOWN_DAYS": "3",
-            "MLOPS_DRIFT_SAMPLE_ROWS": "20000",
-            "MLOPS_DRIFT_FEATURES": "is_online, amount_zscore_30d",
-        }
-    )
-    assert (policy.drift_share, policy.prediction_counts, policy.performance_drop) == (0.5, False, 0.1)
-    assert (policy.cooldown_days, policy.sample_rows) == (3, 20_000)
-    assert policy.features == ("is_online", "amount_zscore_30d")
-    assert policy.as_dict()["features"] == ["is_online", "amount_zscore_30d"]
-    assert DriftPolicy.from_env({}) == DriftPolicy()
-    assert DriftPolicy().features == DRIFT_FEATURES
-
-
-@pytest.mark.parametrize(
-    ("environ", "message"),
-    [
-        ({"MLOPS_DRIFT_SHARE": "1.5"}, r"drift policy: MLOPS_DRIFT_SHARE=1\.5 must be in"),
-        ({"MLOPS_DRIFT_COOLDOWN_DAYS": "a week"}, "MLOPS_DRIFT_COOLDOWN_DAYS='a week' is not an integer"),
-        ({"MLOPS_DRIFT_PREDICTION": "maybe"}, "MLOPS_DRIFT_PREDICTION='maybe': use true or false"),
-        ({"MLOPS_DRIFT_SAMPLE_ROWS": "999"}, "MLOPS_DRIFT_SAMPLE_ROWS=999 must be at least 1000"),
-        ({"MLOPS_DRIFT_PSI_FLAGS": "0"}, "MLOPS_DRIFT_PSI_FLAGS=0.0 must be positive"),
-    ],
-)
-def test_a_bad_knob_names_its_variable(environ: dict[str, str], message: str) -> None:
-    with pytest.raises(SettingsError, match=message):
-        DriftPolicy.from_env(environ)
