@@ -1,0 +1,66 @@
+"""The lake's catalogue: one spelling of every partition, and readers that never see a write in progress."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pytest
+
+from include.mlops import lake
+from include.mlops.core.settings import load_settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+DAY = dt.date(2026, 1, 5)
+
+
+def _table(n: int) -> pa.Table:
+    return pa.table({"transaction_id": [f"t{i}" for i in range(n)], "amount": [float(i) for i in range(n)]})
+
+
+def test_partitions_are_named_once_for_every_store(tmp_path: Path) -> None:
+    s = load_settings({"MLOPS_HOME": str(tmp_path)})
+    assert lake.partition("lake", "transactions", DAY, s).url == f"{tmp_path}/lake/transactions/dt=2026-01-05"
+    assert lake.partition_file(lake.PREDICTIONS, DAY, s).url.endswith(
+        "/predictions/dt=2026-01-05/part-00000.parquet"
+    )
+    assert lake.partition_url("s3://b/landing", "labels", "{{ ds }}") == "s3://b/landing/labels/dt={{ ds }}"
+    assert (
+        lake.partition_glob("s3://b/lake", "features/customer")
+        == "s3://b/lake/features/customer/dt=*/part-*.parquet"
+    )
+    with pytest.raises(ValueError, match="unknown kind of store 'attic'"):
+        lake.partition("attic", "transactions", DAY, s)
+
+
+def test_a_crashed_write_left_beside_a_partition_is_never_read(tmp_path: Path) -> None:
+    folder = lake.partition_at(lake.location(str(tmp_path)), "transactions", DAY)
+    lake.write_parquet(folder.join(lake.DATA_FILE), _table(5))
+    # What a kill -9 between a temporary write and its rename leaves: a truncated hidden file.
+    data = lake.encode_parquet(_table(7))
+    (tmp_path / "transactions" / "dt=2026-01-05" / ".tmp-0123-part-00000.parquet").write_bytes(data[:100])
+    (tmp_path / "transactions" / "dt=2026-01-05" / "_SUCCESS").write_bytes(b"")
+    assert [f.name for f in lake.data_files(folder)] == [lake.DATA_FILE]
+    table = lake.read_table(folder)
+    assert table is not None and table.num_rows == 5
+
+
+def test_replacing_a_partition_leaves_one_whole_file(tmp_path: Path) -> None:
+    folder = lake.partition_at(lake.location(str(tmp_path)), "predictions", DAY)
+    lake.write_parquet(folder.join("part-00001.parquet"), _table(3))
+    (tmp_path / "predictions" / "dt=2026-01-05" / ".tmp-dead-part-00000.parquet").write_bytes(b"PAR1")
+    file = lake.replace_partition(folder, lake.encode_parquet(_table(4)))
+    assert [f.name for f in lake.list_files(folder)] == [lake.DATA_FILE]
+    assert lake.parquet_rows(file) == 4
+    assert lake.read_table(folder).num_rows == 4
+
+
+def test_partition_days_ignore_what_is_not_a_day(tmp_path: Path) -> None:
+    base = lake.location(str(tmp_path))
+    for name in ("dt=2026-01-06", "dt=2026-01-05", "dt=garbage", "notes"):
+        (tmp_path / "labels" / name).mkdir(parents=True)
+    assert lake.partition_days(base, "labels") == [DAY, DAY + dt.timedelta(days=1)]
+    assert lake.read_table(lake.partition_at(base, "labels", DAY)) is None
