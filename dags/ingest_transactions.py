@@ -18,9 +18,9 @@ Debug one day: `make airflow ARGS='dags test ingest_transactions 2026-01-05'`.
 
 from __future__ import annotations
 
-from airflow.sdk import CronPartitionTimetable, Param, dag, task
+from airflow.sdk import CronPartitionTimetable, dag, task
 
-from include.mlops.orchestration import START_DATE, dataset_asset, default_args, landing_sensor
+from include.mlops.orchestration import START_DATE, dataset_asset, day_param, default_args, landing_sensor
 
 DATASET = "transactions"
 
@@ -31,7 +31,7 @@ DATASET = "transactions"
     catchup=False,
     max_active_runs=4,
     default_args=default_args("ingest_transactions"),
-    params={"day": Param(None, type=["null", "string"], format="date", description="Day to ingest")},
+    params={"day": day_param("Day to ingest")},
     tags=["mlops", "ingestion", "great-expectations"],
     doc_md=__doc__,
 )

@@ -22,10 +22,10 @@ Rerun one day: `POST /api/v2/dags/materialize_features/dagRuns` with
 
 from __future__ import annotations
 
-from airflow.sdk import Param, PartitionedAssetTimetable, dag, task
+from airflow.sdk import PartitionedAssetTimetable, dag, task
 
 from include.mlops.core.settings import settings
-from include.mlops.orchestration import START_DATE, dataset_asset, default_args, features_asset
+from include.mlops.orchestration import START_DATE, dataset_asset, day_param, default_args, features_asset
 
 
 @dag(
@@ -34,7 +34,7 @@ from include.mlops.orchestration import START_DATE, dataset_asset, default_args,
     catchup=False,
     max_active_runs=1,
     default_args=default_args("materialize_features"),
-    params={"day": Param(None, type=["null", "string"], format="date", description="Day to compute")},
+    params={"day": day_param("Day to compute")},
     tags=["mlops", "features", "feast"],
     doc_md=__doc__,
 )
@@ -43,25 +43,25 @@ def materialize_features():
     def wait_for_labels(**context) -> bool:
         """Wait until the day's labels drop is validated: in the lake or quarantined."""
         from include.mlops.ingest.land import settled
-        from include.mlops.orchestration import run_day
+        from include.mlops.orchestration import partition_day
 
-        return settled("labels", run_day(context)) is not None
+        return settled("labels", partition_day(context)) is not None
 
     @task(pool="mlops_heavy")
     def compute_features(**context) -> dict:
         """Compute the day's customer and merchant feature snapshots from the lake."""
         from include.mlops.features import compute_features_for_day
-        from include.mlops.orchestration import run_day
+        from include.mlops.orchestration import partition_day
 
-        return compute_features_for_day(run_day(context))
+        return compute_features_for_day(partition_day(context))
 
     @task(outlets=[features_asset()], pool="mlops_heavy")
     def materialize(**context) -> dict:
         """Load the day's snapshots into the online store for exactly that interval."""
         from include.mlops.features import materialize_day
-        from include.mlops.orchestration import run_day
+        from include.mlops.orchestration import partition_day
 
-        return materialize_day(run_day(context))
+        return materialize_day(partition_day(context))
 
     wait_for_labels() >> compute_features() >> materialize()
 

@@ -14,9 +14,9 @@ Scores one day of transactions with the production model, and the challenger in 
 
 from __future__ import annotations
 
-from airflow.sdk import Param, PartitionedAssetTimetable, dag, task
+from airflow.sdk import PartitionedAssetTimetable, dag, task
 
-from include.mlops.orchestration import START_DATE, default_args, features_asset, predictions_asset
+from include.mlops.orchestration import START_DATE, day_param, default_args, features_asset, predictions_asset
 
 
 @dag(
@@ -25,7 +25,7 @@ from include.mlops.orchestration import START_DATE, default_args, features_asset
     catchup=False,
     max_active_runs=2,
     default_args=default_args("score_transactions"),
-    params={"day": Param(None, type=["null", "string"], format="date", description="Day to score")},
+    params={"day": day_param("Day to score")},
     tags=["mlops", "scoring", "mlflow"],
     doc_md=__doc__,
 )
@@ -35,11 +35,11 @@ def score_transactions():
         """Score the day with champion and shadow challenger; write the predictions partition."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from include.mlops.orchestration import run_day
+        from include.mlops.orchestration import partition_day
         from include.mlops.scoring import NoChampionError, score_day
 
         try:
-            return score_day(run_day(context))
+            return score_day(partition_day(context))
         except NoChampionError as exc:
             raise AirflowSkipException(str(exc)) from exc
 

@@ -7,9 +7,11 @@ at module level; operators from providers are imported when a DAG asks for them.
 from __future__ import annotations
 
 import datetime as dt
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, Param
 
 from include.mlops import lake, registry
 from include.mlops.core.settings import settings
@@ -20,9 +22,10 @@ if TYPE_CHECKING:
 OWNER = "ml-platform"
 START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
-# The run's day, as a Jinja expression: the partition key of a partitioned run, else the `day`
-# param of a manual run, else the logical date (what `airflow dags test DAG YYYY-MM-DD` gives).
-DAY_TEMPLATE = "{{ dag_run.partition_key or params.day or ds }}"
+# The one accepted spelling of a run's day: exactly YYYY-MM-DD in ASCII digits. `fromisoformat`
+# alone also takes `20260105` or `2026-W02-1`; the pattern is checked first, then the calendar.
+DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_DAY_RE = re.compile(DAY_PATTERN)
 
 
 # Task priority per DAG (absolute weights). When the heavy pool is contended, as in a backfill,
@@ -86,21 +89,74 @@ def model_asset() -> Asset:
     return _asset("model", f"models/{name}", f"models:/{name}@{registry.CHAMPION}")
 
 
-def run_day(context: Any) -> dt.date:
-    """The day a task run works on: partition key, else the ``day`` param, else the logical date."""
+def parse_day(value: Any, source: str = "day") -> dt.date:
+    """``value`` as a calendar day, if it is spelled exactly ``YYYY-MM-DD``; else a ``ValueError``.
+
+    ``source`` names where the value came from, for the message.
+    """
+    text = str(value)
+    if _DAY_RE.fullmatch(text):
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            pass
+    raise ValueError(
+        f"{source} {text!r} is not a day: expected a calendar date written YYYY-MM-DD, e.g. 2026-01-05"
+    )
+
+
+def partition_day(context: Any) -> dt.date:
+    """The day a run works on, validated before any path or query is built from it.
+
+    The partition key of a partitioned run, else the ``day`` param of a manual run, else the
+    logical date (what ``airflow dags test DAG YYYY-MM-DD`` gives). A key or param that is not
+    exactly ``YYYY-MM-DD`` (a glob, ``..``, trailing text, a compact or impossible date) raises a
+    ``ValueError`` naming it. The landing sensor's path and every task take their day from here.
+    """
     dag_run = context.get("dag_run")
     key = getattr(dag_run, "partition_key", None) or context.get("partition_key")
-    if not key:
-        key = (context.get("params") or {}).get("day")
     if key:
-        try:
-            return dt.date.fromisoformat(str(key)[:10])
-        except ValueError:
-            raise ValueError(f"partition key / day param {key!r} is not a YYYY-MM-DD day") from None
+        return parse_day(key, "partition key")
+    day = (context.get("params") or {}).get("day")
+    if day:
+        return parse_day(day, "`day` param")
     logical = context.get("logical_date")
     if logical is None:
         raise ValueError("this run has no partition key, no `day` param and no logical date")
     return logical.date()
+
+
+run_day = partition_day
+"""The name the DAG files call: :func:`partition_day`."""
+
+
+def day_param(description: str) -> Param:
+    """The optional ``day`` param of a DAG: the form refuses anything but ``YYYY-MM-DD``."""
+    return Param(None, type=["null", "string"], format="date", pattern=DAY_PATTERN, description=description)
+
+
+@dataclass(frozen=True)
+class DayMarker:
+    """A templated field's value: the ``_SUCCESS`` marker of the run's day of a landing dataset.
+
+    Airflow calls it when the task's templates are rendered, so the path is built from
+    :func:`partition_day`, the same validated day as the tasks', and a bad partition key or ``day``
+    param fails the task there with the message instead of waiting for a path that cannot exist.
+    """
+
+    base_url: str
+    dataset: str
+
+    def url(self, day: dt.date | str) -> str:
+        """The marker's URL for ``day``."""
+        return f"{lake.partition_url(self.base_url, self.dataset, day)}/{lake.SUCCESS_MARKER}"
+
+    def __call__(self, context: Any, jinja_env: Any = None) -> str:
+        return self.url(partition_day(context))
+
+    def serialize(self) -> str:
+        """How the field reads in the UI before a run has rendered it."""
+        return self.url("YYYY-MM-DD")
 
 
 def landing_sensor(dataset: str, **kwargs: Any) -> BaseOperator:
@@ -108,12 +164,16 @@ def landing_sensor(dataset: str, **kwargs: Any) -> BaseOperator:
 
     Deferrable sensors wait in the triggerer and hold no worker slot while a drop is late.
     """
-    marker = f"{lake.partition_url(settings().landing_url, dataset, DAY_TEMPLATE)}/{lake.SUCCESS_MARKER}"
+    marker = DayMarker(settings().landing_url, dataset)
     kwargs.setdefault("task_id", "wait_for_drop")
     kwargs.setdefault("poke_interval", settings().sensor_poke_seconds)
     kwargs.setdefault("timeout", dt.timedelta(hours=12).total_seconds())
-    kwargs.setdefault("doc_md", f"Waits (deferred, no worker slot) for `{marker}`.")
-    if marker.startswith("s3://"):
+    kwargs.setdefault(
+        "doc_md",
+        f"Waits (deferred, no worker slot) for `{marker.serialize()}`, the run's day "
+        "(partition key, `day` param or logical date; anything but `YYYY-MM-DD` fails at once).",
+    )
+    if marker.base_url.startswith("s3://"):
         from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 
         return S3KeySensor(bucket_key=marker, aws_conn_id="aws_default", deferrable=True, **kwargs)
@@ -134,7 +194,7 @@ def land_day(dataset: str, context: Any) -> dict:
     from include.mlops.orchestration import links
 
     try:
-        result = ingest_day(dataset, run_day(context))
+        result = ingest_day(dataset, partition_day(context))
     except DropRejected as exc:
         links.push(context, **{links.DATA_DOCS: links.ui_path(exc.docs_url or exc.report_url)})
         raise AirflowFailException(str(exc)) from exc
