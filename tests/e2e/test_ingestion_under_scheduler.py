@@ -83,7 +83,11 @@ def test_the_landed_day_links_its_data_docs_in_one_click(airflow_stack):
     link = answer["extra_links"]["GX Data Docs"]
     assert link and link.startswith("/mlops/reports/validation/transactions/"), answer
     assert answer["extra_links"]["MLflow run"] is None
-    with urllib.request.urlopen(stack.base_url + link, timeout=30) as resp:
+    # Reports answer signed-in users only (the UI's cookie or an API token).
+    request = urllib.request.Request(
+        stack.base_url + link, headers={"Authorization": f"Bearer {stack.client.token()}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
         page = resp.read().decode()
     assert resp.status == 200 and "<html" in page.lower()
     assert key in page or "transactions" in page
