@@ -8,7 +8,7 @@ UV := .tools/bin/uv
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock demo up down airflow mlflow test test-fast lint format bench clean
+.PHONY: help install lock demo up down airflow mlflow test test-fast lint secrets format bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,9 +52,25 @@ test: install ## every test tier (unit, DAG integrity, integration, end to end):
 test-fast: install ## unit and DAG-integrity tiers only
 	$(VENV)/bin/pytest tests/unit tests/dags $(ARGS)
 
-lint: install ## ruff lint and format check
+lint: install secrets ## ruff lint and format check, and the secret scan (`make secrets`)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Scans every file git tracks or would track (new files included, ignored ones not) against a copy
+# of the baseline, so the scan never rewrites .secrets.baseline; exit 3 of the hook means only that
+# line numbers in the baseline moved. Then every finding in the baseline must be audited as false.
+secrets: install ## fail on a secret that .secrets.baseline does not list as an audited false positive
+	@set -euo pipefail; \
+	baseline=$$(mktemp); trap 'rm -f "$$baseline"' EXIT; cp .secrets.baseline "$$baseline"; \
+	listed=$$(git ls-files -z --cached --others --exclude-standard | tr '\0' '\n'); \
+	files=(); while IFS= read -r f; do [ -f "$$f" ] && files+=("$$f"); done <<< "$$listed"; \
+	rc=0; found=$$($(VENV)/bin/detect-secrets-hook --no-verify --baseline "$$baseline" "$${files[@]}") || rc=$$?; \
+	if [ $$rc = 3 ]; then echo "secrets: line numbers in .secrets.baseline are out of date (see README)"; \
+	elif [ $$rc != 0 ]; then echo "$$found"; exit $$rc; fi; \
+	$(PY) -c 'import json, sys; results = json.load(open(".secrets.baseline"))["results"]; \
+	left = [s["filename"] + ":" + str(s["line_number"]) + " " + s["type"] for found in results.values() for s in found if s.get("is_secret") is not False]; \
+	sys.exit("not audited as false positives in .secrets.baseline: " + ", ".join(left) if left else 0)'; \
+	echo "secrets: $${#files[@]} files scanned, nothing new"
 
 format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -43,24 +44,59 @@ def base_url() -> str:
     return f"http://127.0.0.1:{port()}"
 
 
+def _create_private(path: Path, content: str) -> str:
+    """Write ``content`` to ``path`` readable by its owner only, unless ``path`` already exists.
+
+    The file is never readable by others, whatever the umask: it is written whole into a temporary
+    file created with mode 0600 and then linked into place, which fails if ``path`` exists. Two
+    processes that race therefore agree on one content (the loser reads the winner's), and no
+    reader ever sees a partly written file. Returns what ``path`` holds.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process won the race: its file is the one to use
+            except OSError:
+                # A file system without hard links: create the file itself, exclusively and private
+                # (there alone, a reader racing the first writer could see it before it is whole).
+                with contextlib.suppress(FileExistsError):
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "w") as f:
+                        f.write(content)
+        finally:
+            tmp.unlink(missing_ok=True)
+    elif path.stat().st_mode & 0o077:
+        # Written world-readable by an earlier version of this module: make it private now.
+        with contextlib.suppress(PermissionError):
+            path.chmod(0o600)
+    return path.read_text()
+
+
 def _secret(home: Path, name: str) -> str:
     """A random secret generated once per Airflow home and kept there (never in the project)."""
-    path = home / name
-    if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return _create_private(home / name, secrets.token_urlsafe(32)).strip()
 
 
 def password() -> str:
     """The admin password of the simple auth manager, generated on first use."""
     path = airflow_home() / "passwords.json"
-    if not path.exists():
-        airflow_home().mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({USER: secrets.token_urlsafe(12)}))
-        path.chmod(0o600)
-    return json.loads(path.read_text())[USER]
+    return json.loads(_create_private(path, json.dumps({USER: secrets.token_urlsafe(12)})))[USER]
+
+
+SECRET_FILES = {
+    "AIRFLOW__API_AUTH__JWT_SECRET": "jwt_secret",  # pragma: allowlist secret (a file name)
+    "AIRFLOW__API__SECRET_KEY": "api_secret_key",  # pragma: allowlist secret (a file name)
+}
+"""The environment variables that carry a secret, by the file of the Airflow home that keeps it."""
 
 
 def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -86,8 +122,7 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
         "AIRFLOW__API__BASE_URL": base_url(),
         "AIRFLOW__API__WORKERS": "1",
         # Every component must sign and check task tokens with the same secret.
-        "AIRFLOW__API_AUTH__JWT_SECRET": _secret(home, "jwt_secret"),
-        "AIRFLOW__API__SECRET_KEY": _secret(home, "api_secret_key"),
+        **{key: _secret(home, name) for key, name in SECRET_FILES.items()},
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
@@ -98,6 +133,20 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
     # Task processes import the project from here; keep their imports compiled, not recompiled.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
+
+
+def env_exports(show_secrets: bool = False) -> str:
+    """``airflow_env`` as shell exports. Unless ``show_secrets``, a secret is not printed: its export
+    reads the file that keeps it, so ``eval "$(... airflow env)"`` still gives the same environment."""
+    env = airflow_env({})
+    lines = []
+    for key, value in sorted(env.items()):
+        if key in SECRET_FILES and not show_secrets:
+            source = shlex.quote(str(Path(env["AIRFLOW_HOME"]) / SECRET_FILES[key]))
+            lines.append(f'export {key}="$(cat {source})"')
+        else:
+            lines.append(f"export {key}={shlex.quote(value)}")
+    return "\n".join(lines)
 
 
 def _airflow_bin() -> str:
@@ -278,7 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop what `up` started")
     sub.add_parser("status", help="list the running components")
     sub.add_parser("apply-settings", help="apply airflow_settings.yaml to the metadata DB")
-    sub.add_parser("env", help="print the Airflow environment as shell exports")
+    env = sub.add_parser("env", help="print the Airflow environment as shell exports")
+    env.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="print the secrets' values (by default they are read from their files when evaluated)",
+    )
     run = sub.add_parser("run", help="run an Airflow CLI command against the local Airflow home")
     run.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -296,8 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = apply_settings()
         print("Applied airflow_settings.yaml: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     elif args.command == "env":
-        for key, value in sorted(airflow_env({}).items()):
-            print(f"export {key}={value!r}")
+        print(env_exports(show_secrets=args.show_secrets))
     elif args.command == "run":
         cmd = [a for a in args.args if a != "--"]
         os.execve(_airflow_bin(), [_airflow_bin(), *cmd], airflow_env())
