@@ -10,15 +10,21 @@ Watches each scored day for drift and asks for retraining when the world has cha
   `MLOPS_REPORTS_URL/drift/dt=DAY/` and logged to MLflow.
 * **retrain_on_drift**: when the policy (settings `MLOPS_DRIFT_*`) says the drift matters and no
   drift-triggered retrain happened within the cooldown, triggers `train_model` with the reason
-  (which columns, how much, which day); the reason ends up as a tag on the MLflow run.
+  (which columns, how much, which day); the reason ends up as a tag on the MLflow run. The
+  `train_model` run id is derived from the day (`drift__YYYY-MM-DD`): a retry, or a rerun of the
+  day, never starts a second run (an existing one skips the task).
+* **mark_retrain_triggered**: marks the request, recorded as pending by `check_drift` on the
+  registered model, as triggered (tag `drift_retrain_triggered_run_id`). Until then a rerun of
+  the day asks for the retrain again instead of answering "already requested", so a failure
+  between the check and the trigger never loses the retrain.
 """
 
 from __future__ import annotations
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Param, PartitionedAssetTimetable, dag, task
+from airflow.sdk import PartitionedAssetTimetable, TriggerRule, dag, task
 
-from include.mlops.orchestration import START_DATE, default_args, drift_asset, predictions_asset
+from include.mlops.orchestration import START_DATE, day_param, default_args, drift_asset, predictions_asset
 
 
 @dag(
@@ -29,7 +35,7 @@ from include.mlops.orchestration import START_DATE, default_args, drift_asset, p
     # lock, and a day decided after a later one defers to that later day's request.
     max_active_runs=2,
     default_args=default_args("monitor_drift"),
-    params={"day": Param(None, type=["null", "string"], format="date", description="Day to check")},
+    params={"day": day_param("Day to check")},
     tags=["mlops", "monitoring", "evidently"],
     doc_md=__doc__,
 )
@@ -38,9 +44,9 @@ def monitor_drift():
     def check_drift(**context) -> dict:
         """Build the day's drift report and decide whether it calls for retraining."""
         from include.mlops.monitoring import monitor_day
-        from include.mlops.orchestration import run_day
+        from include.mlops.orchestration import partition_day
 
-        return monitor_day(run_day(context), airflow_run_id=context["run_id"])
+        return monitor_day(partition_day(context), airflow_run_id=context["run_id"])
 
     @task.short_circuit
     def drift_calls_for_retraining(verdict: dict) -> bool:
@@ -50,17 +56,27 @@ def monitor_drift():
         logging.getLogger("include.mlops.monitoring").info("%s", verdict.get("explanation", verdict))
         return bool(verdict.get("retrain"))
 
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def mark_retrain_triggered(verdict: dict) -> dict:
+        """Mark the day's request triggered (also when its `train_model` run already existed)."""
+        from include.mlops.monitoring import mark_triggered
+
+        return mark_triggered(verdict["day"], verdict["train_run_id"])
+
     verdict = check_drift()
     retrain_on_drift = TriggerDagRunOperator(
         task_id="retrain_on_drift",
         trigger_dag_id="train_model",
+        # One run id per day: a retried or re-issued trigger finds its run instead of adding one.
+        trigger_run_id="{{ ti.xcom_pull(task_ids='check_drift')['train_run_id'] }}",
+        skip_when_already_exists=True,
         conf={
             "reason": "{{ ti.xcom_pull(task_ids='check_drift')['reason'] }}",
             "as_of": "{{ ti.xcom_pull(task_ids='check_drift')['day'] }}",
         },
         wait_for_completion=False,
     )
-    drift_calls_for_retraining(verdict) >> retrain_on_drift
+    drift_calls_for_retraining(verdict) >> retrain_on_drift >> mark_retrain_triggered(verdict)
 
 
 monitor_drift()

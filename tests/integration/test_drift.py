@@ -2,13 +2,17 @@
 
 The world is the shared one of scored_world.py (built once per session): a champion trained on
 clean days (OOT days 5-6), predictions for days 4-19, the simulator's drift from day 14. The days
-are checked once, in order, as a daily ``monitor_drift`` would; the tests assert on what the
-checks returned and left behind. The pure rules are tested in ``tests/unit/monitoring``.
+are checked once, in order, as a daily ``monitor_drift`` would (a retrain verdict is marked
+triggered, as ``mark_retrain_triggered`` does after ``retrain_on_drift``, except once: a crash
+between the check and the trigger); the tests assert on what the checks returned and left
+behind. The pure rules are tested in ``tests/unit/monitoring``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +42,8 @@ RESULT_KEYS = {
     "reason",
     "explanation",
     "suppressed_by",
+    "reissue",
+    "train_run_id",
     "model_version",
     "drifted_columns",
     "drift_share",
@@ -71,9 +77,20 @@ class Monitored:
     first_trigger: int | None = None
     after_cooldown_running: dict | None = None
     after_cooldown_done: dict | None = None
+    pending_after_crash: Any = None
+    crash_rerun: dict | None = None
+    trigger_after_crash_rerun: Any = None
     rerun_first_trigger: dict | None = None
     rerun_second_trigger: dict | None = None
     final_trigger: Any = None
+
+
+def checked(n: int, airflow_run_id: str, s: Settings) -> dict:
+    """Check day ``n``; a retrain verdict triggers ``train_model`` and is marked, as the DAG does."""
+    result = drift.monitor_day(day(n), airflow_run_id=airflow_run_id, settings=s)
+    if result["retrain"]:
+        drift.mark_triggered(result["day"], result["train_run_id"], s)
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +103,11 @@ def monitored(world_settings: Settings, scored_world: World) -> Monitored:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_DRIFT_COOLDOWN_DAYS", str(COOLDOWN))
         for n in range(FIRST_SCORED, DRIFT_DAY):
-            state.clean[n] = drift.monitor_day(day(n), airflow_run_id=f"test__{day(n)}", settings=s)
+            state.clean[n] = checked(n, f"test__{day(n)}", s)
         state.trigger_after_clean = drift.last_trigger(s)
 
         for n in range(DRIFT_DAY, DAYS + 1):
-            state.drifted[n] = drift.monitor_day(day(n), airflow_run_id=f"test__{day(n)}", settings=s)
+            state.drifted[n] = checked(n, f"test__{day(n)}", s)
             if state.first_trigger is None and state.drifted[n]["retrain"]:
                 state.first_trigger = n
             if state.first_trigger is not None and n == state.first_trigger + COOLDOWN:
@@ -107,11 +124,15 @@ def monitored(world_settings: Settings, scored_world: World) -> Monitored:
             s.model_name,
             tags={"reason": state.drifted[state.first_trigger]["reason"]},
         )
+        # The check records the request, then its run dies before retrain_on_drift: never triggered.
         state.after_cooldown_done = drift.monitor_day(day(after), airflow_run_id="test__rerun", settings=s)
-        state.rerun_first_trigger = drift.monitor_day(
-            day(state.first_trigger), airflow_run_id="test__rerun", settings=s
-        )
-        state.rerun_second_trigger = drift.monitor_day(day(after), airflow_run_id="test__rerun2", settings=s)
+        state.pending_after_crash = drift.last_trigger(s)
+        # The day's check is rerun: it asks again, and this time the trigger goes through.
+        state.crash_rerun = checked(after, "test__crash_rerun", s)
+        state.trigger_after_crash_rerun = drift.last_trigger(s)
+
+        state.rerun_first_trigger = checked(state.first_trigger, "test__rerun", s)
+        state.rerun_second_trigger = checked(after, "test__rerun2", s)
         state.final_trigger = drift.last_trigger(s)
     return state
 
@@ -166,6 +187,7 @@ def test_cooldown_allows_one_trigger_then_waits_for_the_running_retrain(monitore
     assert monitored.final_trigger.day == day(first + COOLDOWN)
     assert monitored.final_trigger.reason == monitored.after_cooldown_done["reason"]
     assert monitored.final_trigger.airflow_run_id == "test__rerun"
+    assert not monitored.final_trigger.pending
 
 
 def test_rerunning_a_day_never_triggers_twice(monitored: Monitored) -> None:
@@ -176,6 +198,45 @@ def test_rerunning_a_day_never_triggers_twice(monitored: Monitored) -> None:
     assert monitored.rerun_second_trigger["suppressed_by"] == drift.SUPPRESSED_SAME_DAY
     # The record still points at the day that asked, with its original request.
     assert monitored.final_trigger.day == day(monitored.first_trigger + COOLDOWN)
+
+
+def test_a_retrain_recorded_but_never_triggered_is_asked_for_again_on_a_rerun(monitored: Monitored) -> None:
+    assert monitored.first_trigger is not None and monitored.crash_rerun is not None
+    after = day(monitored.first_trigger + COOLDOWN)
+    requested = monitored.after_cooldown_done
+    assert requested is not None and requested["retrain"] is True and requested["reissue"] is False
+    assert requested["train_run_id"] == f"drift__{after}"
+    # Recorded as pending: the cooldown counts from it, and train_model has not been triggered.
+    pending = monitored.pending_after_crash
+    assert pending.day == after and pending.pending and pending.triggered_run_id == drift.PENDING
+
+    rerun = monitored.crash_rerun
+    assert rerun["retrain"] is True and rerun["reissue"] is True and rerun["suppressed_by"] is None
+    assert rerun["reason"] == requested["reason"]
+    assert rerun["train_run_id"] == requested["train_run_id"]
+    assert "recorded but never triggered" in rerun["explanation"]
+    # Nothing new was recorded: the request is the original one, now marked with its run.
+    again = monitored.trigger_after_crash_rerun
+    assert (again.day, again.reason, again.requested_at, again.airflow_run_id) == (
+        pending.day,
+        pending.reason,
+        pending.requested_at,
+        "test__rerun",
+    )
+    assert not again.pending and again.triggered_run_id == f"drift__{after}"
+    # Once triggered, a rerun of the day answers "already requested" (test below).
+    assert monitored.rerun_second_trigger is not None
+    assert monitored.rerun_second_trigger["suppressed_by"] == drift.SUPPRESSED_SAME_DAY
+    assert monitored.rerun_second_trigger["train_run_id"] is None
+
+
+def test_a_retrain_verdict_names_the_days_train_model_run(monitored: Monitored) -> None:
+    assert monitored.first_trigger is not None
+    first = monitored.drifted[monitored.first_trigger]
+    assert first["train_run_id"] == drift.train_run_id(day(monitored.first_trigger))
+    assert first["train_run_id"] == f"drift__{day(monitored.first_trigger)}"
+    quiet = [r for r in (*monitored.clean.values(), *monitored.drifted.values()) if not r["retrain"]]
+    assert quiet and all(r["train_run_id"] is None and r["reissue"] is False for r in quiet)
 
 
 def test_a_day_decides_only_under_the_model_lock(monitored: Monitored, world_settings: Settings) -> None:
@@ -237,6 +298,8 @@ def test_reports_are_saved_and_logged_once_per_day(monitored: Monitored, world_s
         assert run.info.status == "FINISHED"
         assert run.data.tags["model_version"] == str(verdict["model_version"])
         assert run.data.tags["retrain"] == str(verdict["retrain"]).lower()
+        assert run.data.tags["reissue"] == str(verdict["reissue"]).lower()
+        assert run.data.tags["train_run_id"] == (verdict["train_run_id"] or "")
         assert "drift_share" in run.data.metrics and "psi/is_online" in run.data.metrics
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "drift")}
         assert artifacts == {"drift/drift.html", "drift/drift.json", "drift/verdict.json"}
@@ -287,3 +350,110 @@ def test_reports_go_to_s3_when_the_reports_url_is_s3(
         "drift.json",
         "verdict.json",
     ]
+
+
+# --------------------------------------------------------------------------------------------------
+# An unreadable cooldown state fails the check: it never reads as "no retrain requested yet"
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def server_error(*args: Any, **kwargs: Any) -> Any:
+    """What a client method answers when the tracking server fails (HTTP 503)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    raise MlflowException("API request failed with error code 503 != 200", TEMPORARILY_UNAVAILABLE)
+
+
+def test_an_unreachable_mlflow_raises_instead_of_deciding(
+    monitored: Monitored, world_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from include.mlops.core import settings as settings_module
+    from include.mlops.core.policies import DriftPolicy
+    from include.mlops.core.settings import load_settings
+
+    assert monitored.first_trigger is not None
+    policy = DriftPolicy.from_env()
+    check = drift.measure_day(day(DAYS), policy, world_settings)
+    before = drift.last_trigger(world_settings)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    unreachable = load_settings(
+        {"MLOPS_HOME": str(world_settings.home), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{closed_port()}"}
+    )
+    try:
+        with pytest.raises(MlflowException):
+            drift.last_trigger(unreachable)
+        with pytest.raises(MlflowException):
+            drift.decide_day(check, policy, unreachable)
+        with pytest.raises(MlflowException):
+            drift.retrain_running(before, policy, unreachable)
+    finally:
+        settings_module.settings.cache_clear()
+    assert drift.last_trigger(world_settings) == before
+
+
+def test_a_server_error_reading_the_requests_fails_the_check_and_records_nothing(
+    monitored: Monitored, world_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside the cooldown of the last request: an error read as "never requested" would retrain."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    assert monitored.first_trigger is not None
+    s = world_settings
+    before = drift.last_trigger(s)
+    target = min(before.day + dt.timedelta(days=1), day(DAYS))
+    verdict_file = Path(drift.report_location(target, s).path) / "verdict.json"
+    written = verdict_file.read_bytes() if verdict_file.exists() else None
+    monkeypatch.setenv("MLOPS_DRIFT_COOLDOWN_DAYS", str(COOLDOWN))
+    monkeypatch.setattr(MlflowClient, "get_registered_model", server_error)
+    with pytest.raises(MlflowException, match="503"):
+        drift.monitor_day(target, airflow_run_id="test__mlflow_down", settings=s)
+    monkeypatch.undo()
+    assert drift.last_trigger(s) == before
+    assert (verdict_file.read_bytes() if verdict_file.exists() else None) == written
+
+
+def test_a_server_error_reading_the_versions_fails_the_decision(
+    monitored: Monitored, world_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last request is recent: whether its retrain still runs needs the versions."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from include.mlops.core.policies import DriftPolicy
+
+    s = world_settings
+    policy = DriftPolicy.from_env()
+    check = drift.measure_day(day(DAYS), policy, s)
+    before = drift.last_trigger(s)
+    assert before is not None
+    monkeypatch.setattr(MlflowClient, "search_model_versions", server_error)
+    with pytest.raises(MlflowException, match="503"):
+        drift.retrain_running(before, policy, s)
+    with pytest.raises(MlflowException, match="503"):
+        drift.decide_day(check, policy, s)
+    monkeypatch.undo()
+    assert drift.last_trigger(s) == before
+
+
+def test_a_registered_model_that_does_not_exist_means_never_requested(tmp_path: Path) -> None:
+    from include.mlops.core import settings as settings_module
+    from include.mlops.core.policies import DriftPolicy
+    from include.mlops.core.settings import load_settings
+
+    fresh = load_settings({"MLOPS_HOME": str(tmp_path / "home")})
+    try:
+        assert drift.last_trigger(fresh) is None
+        assert drift.retrain_running(None, DriftPolicy(), fresh) is False
+    finally:
+        settings_module.settings.cache_clear()

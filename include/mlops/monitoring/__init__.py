@@ -5,7 +5,8 @@
 * :mod:`.predictions`: the predictions partition's columns and the deterministic sample;
 * :mod:`.report`: the day's sample against the model's reference sample, Evidently's report;
 * :mod:`.performance`: PR-AUC and recall on the days whose labels have all arrived;
-* :mod:`.triggers`: the retrain requests and the cooldown's state, on the registered model;
+* :mod:`.triggers`: the retrain requests (pending until triggered) and the cooldown's state, on the
+  registered model, read fail-closed;
 * :mod:`.outputs`: the report files and the day's MLflow run.
 
 The knobs are :class:`~include.mlops.core.policies.DriftPolicy`.
@@ -65,15 +66,23 @@ from include.mlops.monitoring.report import (
     register_stattest,
 )
 from include.mlops.monitoring.triggers import (
+    NOT_FOUND,
+    PENDING,
     TAG_AIRFLOW_RUN,
     TAG_AT,
     TAG_DAY,
     TAG_REASON,
+    TAG_TRIGGERED_AT,
+    TAG_TRIGGERED_RUN,
     TAG_VERSION,
+    TRAIN_RUN_PREFIX,
     Trigger,
     last_trigger,
+    mark_triggered,
     record_trigger,
+    registered_model_tags,
     retrain_running,
+    train_run_id,
 )
 
 __all__ = [
@@ -82,6 +91,8 @@ __all__ = [
     "JSON_NAME",
     "MAX_DISCRETE",
     "METHOD",
+    "NOT_FOUND",
+    "PENDING",
     "PREDICTION",
     "REPORT_FOLDER",
     "RUN_DAY_TAG",
@@ -94,7 +105,10 @@ __all__ = [
     "TAG_AT",
     "TAG_DAY",
     "TAG_REASON",
+    "TAG_TRIGGERED_AT",
+    "TAG_TRIGGERED_RUN",
     "TAG_VERSION",
+    "TRAIN_RUN_PREFIX",
     "VERDICT_NAME",
     "VERSION",
     "ColumnDrift",
@@ -119,6 +133,7 @@ __all__ = [
     "last_trigger",
     "load_reference",
     "log_run",
+    "mark_triggered",
     "measure_day",
     "measure_performance",
     "monitor_day",
@@ -129,10 +144,12 @@ __all__ = [
     "record_trigger",
     "reference_for",
     "register_stattest",
+    "registered_model_tags",
     "report_location",
     "retrain_running",
     "sample_positions",
     "save_evidently",
+    "train_run_id",
     "verdict_record",
     "write_reports",
 ]

@@ -11,7 +11,15 @@ What one day's check does (:func:`monitor_day`, the ``check_drift`` task of ``mo
 5. Under the model's lock: reads the cooldown's state (:mod:`.triggers`), decides with the pure
    :func:`~.policy.decide`, writes the reports and logs them to the day's MLflow run
    (:mod:`.outputs`), and, when the verdict is to retrain, records the request on the registered
-   model (last, so that a failed check never swallows a retrain: its rerun asks again).
+   model as pending (last, so that a failed check never swallows a retrain: its rerun asks again).
+6. ``retrain_on_drift`` triggers ``train_model`` with the day's run id (``train_run_id``), and
+   ``mark_retrain_triggered`` marks the request triggered (:func:`~.triggers.mark_triggered`). A
+   rerun of a day whose request is still pending asks again (a reissue: nothing new is recorded,
+   the cooldown still counts from the request), so a crash between recording and triggering never
+   loses the retrain.
+
+An MLflow error while reading the cooldown's state fails the check (and its retries) without a
+decision: only an absent registered model reads as "never requested".
 
 Settings: :class:`~include.mlops.core.policies.DriftPolicy` (``MLOPS_DRIFT_*``) and the model
 lock's timeout, ``MLOPS_PROMOTION_LOCK_TIMEOUT``.
@@ -42,7 +50,7 @@ from include.mlops.monitoring.outputs import (
 from include.mlops.monitoring.performance import measure_performance
 from include.mlops.monitoring.policy import decide
 from include.mlops.monitoring.report import drift_report, read_day, reference_for
-from include.mlops.monitoring.triggers import last_trigger, record_trigger, retrain_running
+from include.mlops.monitoring.triggers import last_trigger, record_trigger, retrain_running, train_run_id
 
 if TYPE_CHECKING:
     from include.mlops import lake
@@ -79,11 +87,14 @@ def monitor_day(day: dt.date, airflow_run_id: str | None = None, settings: Setti
     """Check ``day`` for drift against the champion's reference; decide and record whether to retrain.
 
     Returns a JSON-compatible dict: ``day``, ``retrain``, ``reason`` (for ``train_model``'s conf),
-    ``explanation``, ``signals``, ``suppressed_by``, ``model_version``, ``drifted_columns``
+    ``explanation``, ``signals``, ``suppressed_by``, ``reissue`` (the retrain is the day's pending
+    request asked for again), ``train_run_id`` (the ``train_model`` run id to trigger when
+    ``retrain``, else ``None``), ``model_version``, ``drifted_columns``
     (column -> PSI), ``drift_share``, ``prediction_psi``, ``performance``, ``report_url``,
     ``mlflow_run_id``, ``airflow_run_id``, ``rows``, ``sampled_rows``, ``reference_rows``,
     ``report_seconds`` and ``seconds``. Raises ``FileNotFoundError`` when the day has not been
-    scored, :class:`~include.mlops.registry.LockTimeout` when the model's lock stays taken.
+    scored, :class:`~include.mlops.registry.LockTimeout` when the model's lock stays taken, the
+    MLflow error when the cooldown's state cannot be read (nothing is then written or recorded).
     """
     started = time.perf_counter()
     if isinstance(day, str):
@@ -107,7 +118,7 @@ def monitor_day(day: dt.date, airflow_run_id: str | None = None, settings: Setti
             result = day_result(check, decision.verdict, run_id, folder, airflow_run_id, seconds)
             write_reports(local, folder, verdict_record(result, check, decision, policy))
             log_run(run_id, local, check.report.summary, check.performance, result, s)
-            if decision.verdict.retrain:
+            if decision.verdict.retrain and not decision.verdict.reissue:
                 record_trigger(decision.verdict, check.sample.version, airflow_run_id, s)
     logger.info("%s", decision.verdict.explanation)
     return json_safe(result)
@@ -135,8 +146,15 @@ def decide_day(check: DayCheck, policy: DriftPolicy, settings: Settings | None =
     s = resolve_settings(settings)
     trigger = last_trigger(s)
     running = retrain_running(trigger, policy, s)
+    pending_reason = (trigger.reason or f"drift on {trigger.day}") if trigger and trigger.pending else None
     verdict = decide(
-        check.report.summary, check.performance, trigger.day if trigger else None, check.day, policy, running
+        check.report.summary,
+        check.performance,
+        trigger.day if trigger else None,
+        check.day,
+        policy,
+        running,
+        pending_reason=pending_reason,
     )
     return Decision(verdict, trigger, running)
 
@@ -153,6 +171,7 @@ def day_result(
     summary = check.report.summary
     return {
         **verdict.as_dict(),
+        "train_run_id": train_run_id(check.day) if verdict.retrain else None,
         "model_version": check.sample.version,
         "drifted_columns": {c.column: finite(c.score) for c in summary.drifted},
         "drift_share": summary.share,
@@ -179,11 +198,12 @@ def verdict_record(result: dict, check: DayCheck, decision: Decision, policy: Dr
         "last_trigger": decision.last_trigger.as_dict() if decision.last_trigger else None,
         "retrain_running": decision.retrain_running,
     }
-    if decision.verdict.retrain:
+    if decision.verdict.retrain and not decision.verdict.reissue:
         # The request this check is about to record becomes the last one.
         record["last_trigger"] = {
             "day": check.day.isoformat(),
             "reason": decision.verdict.reason,
             "new": True,
+            "pending": True,
         }
     return record

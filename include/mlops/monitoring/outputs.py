@@ -163,6 +163,8 @@ def _run_tags(result: dict) -> dict[str, str]:
         "retrain": str(result["retrain"]).lower(),
         "signals": ",".join(result["signals"]) or "none",
         "suppressed_by": result.get("suppressed_by") or "",
+        "reissue": str(bool(result.get("reissue"))).lower(),
+        "train_run_id": result.get("train_run_id") or "",
         "reason": registry.cut(result["reason"]),
         "mlflow.note.content": registry.cut(result["explanation"]),
     }

@@ -11,6 +11,10 @@ A day with a signal asks for a retrain unless it is **suppressed**: the day is t
 recorded (a rerun never triggers twice), a later day's retrain was already requested, the day is
 within the cooldown of the last request, or that request's retrain is still running.
 
+A rerun of the day whose recorded request is still **pending** (recorded, but ``train_model`` was
+never triggered: the check's run failed before its trigger) asks again, with the recorded
+reason, whatever the day's signals now: the verdict is a **reissue** and records nothing new.
+
 The cooldown counts partition days, not wall-clock time, so that a backfill behaves like the days
 it replays. Keep it above the label delay (5 days) plus the training's out-of-time days, so that
 the next retrain can see labelled drifted days.
@@ -147,6 +151,8 @@ class Verdict:
     reason: str
     explanation: str
     suppressed_by: str | None = None
+    reissue: bool = False
+    """The retrain is the day's recorded request, never triggered, asked for again."""
 
     def as_dict(self) -> dict[str, Any]:
         """The verdict as JSON-compatible values."""
@@ -157,6 +163,7 @@ class Verdict:
             "reason": self.reason,
             "explanation": self.explanation,
             "suppressed_by": self.suppressed_by,
+            "reissue": self.reissue,
         }
 
 
@@ -187,6 +194,7 @@ def decide(
     day: dt.date,
     policy: DriftPolicy,
     retrain_running: bool = False,
+    pending_reason: str | None = None,
 ) -> Verdict:
     """Decide whether ``day`` calls for a retrain. Pure: the inputs decide, nothing is read.
 
@@ -197,8 +205,14 @@ def decide(
     drift-triggered retrain request) is ``day`` itself or a later day, or fewer than
     ``policy.cooldown_days`` days before ``day``, or ``retrain_running`` (that retrain has not
     registered a model yet).
+
+    ``pending_reason``: the reason of the last request when it is still pending (recorded, never
+    triggered). On that request's own day the verdict is then to retrain again with that reason
+    (``reissue``), whatever the signals.
     """
     signals = _signals(drift_summary, performance, policy)
+    if pending_reason is not None and last_trigger_day == day:
+        return _reissue(day, signals, pending_reason)
     if not signals.names:
         measured = _measured(drift_summary, performance, policy)
         return Verdict(
@@ -211,12 +225,17 @@ def decide(
     reason = f"drift on {day}: " + "; ".join(signals.parts)
     suppression = _suppression(last_trigger_day, day, policy, retrain_running)
     if suppression is not None:
+        pending = (
+            f" (that request was never triggered: rerun the check of {last_trigger_day} to trigger it)"
+            if pending_reason is not None
+            else ""
+        )
         return Verdict(
             day=day,
             retrain=False,
             signals=signals.names,
             reason=reason,
-            explanation=f"no retrain: {suppression.why}; {reason}",
+            explanation=f"no retrain: {suppression.why}{pending}; {reason}",
             suppressed_by=suppression.by,
         )
     return Verdict(
@@ -225,6 +244,21 @@ def decide(
         signals=signals.names,
         reason=reason,
         explanation=f"retrain ({', '.join(signals.names)}): {reason}",
+    )
+
+
+def _reissue(day: dt.date, signals: _Signals, pending_reason: str) -> Verdict:
+    """The retrain of ``day``'s pending request, asked for again with its recorded reason."""
+    return Verdict(
+        day=day,
+        retrain=True,
+        signals=signals.names,
+        reason=pending_reason,
+        explanation=(
+            f"retrain again: the retrain requested for {day} was recorded but never triggered; "
+            f"{pending_reason}"
+        ),
+        reissue=True,
     )
 
 

@@ -164,6 +164,45 @@ def test_a_running_retrain_suppresses_only_after_a_request() -> None:
     assert verdict.retrain and verdict.suppressed_by is None
 
 
+def test_a_rerun_of_the_day_of_a_pending_request_asks_again_with_the_recorded_reason() -> None:
+    recorded = "drift on 2026-03-10: 5/10 key features drifted (as recorded)"
+    verdict = decide(
+        summary(5, 10), NO_PERFORMANCE, D, D, POLICY, retrain_running=True, pending_reason=recorded
+    )
+    assert verdict.retrain and verdict.reissue and verdict.suppressed_by is None
+    assert verdict.reason == recorded and verdict.signals == ("features",)
+    assert verdict.explanation.startswith("retrain again: the retrain requested for 2026-03-10 was recorded")
+    assert verdict.as_dict()["reissue"] is True
+    # The request stands whatever the day's signals are now.
+    quiet = decide(summary(0, 10, 0.01), NO_PERFORMANCE, D, D, POLICY, pending_reason=recorded)
+    assert quiet.retrain and quiet.reissue and quiet.reason == recorded and quiet.signals == ()
+
+
+def test_a_triggered_request_is_never_asked_for_twice() -> None:
+    verdict = decide(summary(5, 10), NO_PERFORMANCE, D, D, POLICY, pending_reason=None)
+    assert not verdict.retrain and not verdict.reissue
+    assert verdict.suppressed_by == SUPPRESSED_SAME_DAY
+
+
+@pytest.mark.parametrize(
+    ("last", "suppressed_by"),
+    [(D - dt.timedelta(days=2), SUPPRESSED_COOLDOWN), (D + dt.timedelta(days=1), SUPPRESSED_LATER_DAY)],
+)
+def test_a_pending_request_of_another_day_still_suppresses_and_says_how_to_trigger_it(
+    last: dt.date, suppressed_by: str
+) -> None:
+    verdict = decide(summary(5, 10), NO_PERFORMANCE, last, D, POLICY, pending_reason=f"drift on {last}: x")
+    assert not verdict.retrain and not verdict.reissue and verdict.suppressed_by == suppressed_by
+    assert f"never triggered: rerun the check of {last}" in verdict.explanation
+    assert verdict.reason.startswith("drift on 2026-03-10: ")
+
+
+def test_a_pending_request_after_the_cooldown_is_a_running_retrain() -> None:
+    last = D - dt.timedelta(days=POLICY.cooldown_days)
+    verdict = decide(summary(5, 10), NO_PERFORMANCE, last, D, POLICY, True, pending_reason="drift on x")
+    assert not verdict.retrain and verdict.suppressed_by == SUPPRESSED_RUNNING
+
+
 def test_without_cooldown_a_day_still_never_triggers_twice() -> None:
     policy = DriftPolicy(cooldown_days=0)
     assert decide(summary(5, 10), NO_PERFORMANCE, D - dt.timedelta(days=1), D, policy).retrain
@@ -215,6 +254,7 @@ def test_the_verdict_serialises_with_its_day_as_text() -> None:
         "reason": verdict.reason,
         "explanation": verdict.explanation,
         "suppressed_by": SUPPRESSED_SAME_DAY,
+        "reissue": False,
     }
     assert performance(0.1).as_dict()["days"] == ["2026-03-01", "2026-03-05"]
     assert performance(0.1).as_dict()["relative_drop"] == pytest.approx(0.1)
