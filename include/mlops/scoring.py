@@ -6,9 +6,15 @@ features that were true then. The online store only holds the latest snapshot, s
 rerun of an old day would give different (and leaky) inputs. It is also the very path training
 used, so there is no train/serve skew.
 
-:func:`score_day` runs four steps: the champion and a distinct challenger from the registry's
-aliases; the day's validated payments with their features; both models' scores; the partition
-written. The predictions partition (``$MLOPS_LAKE_URL/predictions/dt=DAY/part-00000.parquet``,
+:func:`score_day` runs four steps: the models; the day's validated payments with their features;
+both models' scores; the partition written.
+
+The models: a day scored for the first time gets the registry's champion and a distinct
+challenger, as the aliases name them now. A day that already has predictions (a rerun, a backfill)
+is scored again by the versions recorded in them, so that its predictions and its drift comparison
+do not change with every promotion; ``rescore_with_current_champion`` asks for the aliases instead.
+
+The predictions partition (``$MLOPS_LAKE_URL/predictions/dt=DAY/part-00000.parquet``,
 :func:`predictions_file`) holds, per payment: the :data:`PREDICTION_KEYS`, the champion's input features,
 :data:`SCORE_CHAMPION` and :data:`CHAMPION_VERSION`, :data:`SCORE_CHALLENGER` and
 :data:`CHALLENGER_VERSION` (NaN and :data:`NO_CHALLENGER` when there is no distinct challenger).
@@ -20,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from include.mlops import lake, registry
 from include.mlops.core.schema import (
@@ -49,6 +55,15 @@ class NoChampionError(RuntimeError):
     """No model holds the champion alias yet: there is nothing to score with."""
 
 
+class RecordedModelGone(RuntimeError):
+    """A version recorded in a day's predictions is no longer in the registry: the day cannot be
+    scored again as it was."""
+
+
+RESCORE_PARAM = "rescore_with_current_champion"
+"""The ``score_transactions`` param (and :func:`score_day` argument) that rescores with the aliases."""
+
+
 def predictions_location(day: dt.date, s: Settings | None = None) -> lake.Location:
     """The predictions partition of ``day`` in the lake."""
     return lake.partition("lake", lake.PREDICTIONS, day, s)
@@ -66,20 +81,29 @@ class _Models:
     champion: int
     challenger: int | None
     """``None`` when the challenger alias is missing or points at the champion."""
+    source: str = "registry aliases"
+    """Where the versions come from: the registry's aliases or the day's recorded predictions."""
 
 
-def score_day(day: dt.date, settings_: Settings | None = None) -> dict:
+def score_day(
+    day: dt.date, settings_: Settings | None = None, *, rescore_with_current_champion: bool = False
+) -> dict:
     """Score ``day`` with the champion (and a distinct challenger in shadow); write its predictions.
 
-    Idempotent: the partition is replaced as a whole, so scoring a day twice leaves one copy.
-    Raises :class:`NoChampionError` before the first promotion. Returns ``{"day", "rows",
-    "champion_version", "challenger_version", "flagged_at_0.5", "path", "seconds"}``.
+    A day that already has predictions is scored by the versions recorded in them (the same
+    predictions again), unless ``rescore_with_current_champion``; a day without any is scored by
+    the registry's aliases. Idempotent: the partition is replaced as a whole, so scoring a day
+    twice leaves one copy. Raises :class:`NoChampionError` when the aliases are asked for before
+    the first promotion, :class:`RecordedModelGone` when a recorded version was deleted. Returns
+    ``{"day", "rows", "champion_version", "challenger_version", "versions_from", "flagged_at_0.5",
+    "path", "seconds"}``.
     """
     from include.mlops.features import with_features
 
     s = resolve_settings(settings_)
     started = time.perf_counter()
-    models = _models(day, s)
+    recorded = None if rescore_with_current_champion else _recorded_models(day, s)
+    models = recorded or _models(day, s)
     frame = with_features(_read_transactions(day, s), s)
     predictions = _predictions(frame, models, s)
     file = _write(day, predictions, s)
@@ -88,16 +112,18 @@ def score_day(day: dt.date, settings_: Settings | None = None) -> dict:
         "rows": len(predictions),
         "champion_version": models.champion,
         "challenger_version": models.challenger,
+        "versions_from": models.source,
         "flagged_at_0.5": int((predictions[SCORE_CHAMPION] >= 0.5).sum()),
         "path": file.url,
         "seconds": round(time.perf_counter() - started, 2),
     }
     logger.info(
-        "scored %s: %s payments, champion %s, challenger %s",
+        "scored %s: %s payments, champion %s, challenger %s (from the %s)",
         day,
         len(predictions),
         models.champion,
         models.challenger,
+        models.source,
     )
     return result
 
@@ -116,6 +142,46 @@ def _models(day: dt.date, s: Settings) -> _Models:
         )
     challenger = registry.alias_version(client, s.model_name, registry.CHALLENGER)
     return _Models(champion, None if challenger == champion else challenger)
+
+
+def _recorded_models(day: dt.date, s: Settings) -> _Models | None:
+    """The versions recorded in the day's predictions; ``None`` when the day has none yet.
+
+    Each recorded version must still be in the registry (:class:`RecordedModelGone` otherwise).
+    """
+    loc = predictions_file(day, s)
+    if not lake.exists(loc):
+        return None
+    table = lake.read_parquet(loc, columns=[CHAMPION_VERSION, CHALLENGER_VERSION])
+    champions = set(table.column(CHAMPION_VERSION).to_pylist())
+    challengers = set(table.column(CHALLENGER_VERSION).to_pylist())
+    if len(champions) != 1 or len(challengers) != 1:
+        # An empty day or mixed versions: nothing single to reproduce, the aliases decide.
+        return None
+    champion, challenger = int(champions.pop()), int(challengers.pop())
+    models = _Models(champion, None if challenger == NO_CHALLENGER else challenger, "recorded predictions")
+    client = registry.configure_mlflow(s)
+    for role, version in ((registry.CHAMPION, models.champion), (registry.CHALLENGER, models.challenger)):
+        if version is not None and not _version_exists(client, s.model_name, version):
+            raise RecordedModelGone(
+                f"{day} was scored by {role} v{version} of {s.model_name!r}, which is no longer in the "
+                f"registry, so it cannot be scored again as it was; to rescore it with the current "
+                f"champion, run score_transactions for that day with the param {RESCORE_PARAM}=true"
+            )
+    return models
+
+
+def _version_exists(client: Any, name: str, version: int) -> bool:
+    """Whether ``version`` of the registered model ``name`` exists (a registry error is raised)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(name, str(version))
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return False
+        raise
+    return True
 
 
 def _read_transactions(day: dt.date, s: Settings) -> pd.DataFrame:

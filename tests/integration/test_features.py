@@ -6,11 +6,18 @@ day's events) changes an exact expected value. The other tests use the simulator
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse, urlunparse
 
@@ -24,11 +31,10 @@ from include.devtools.simulator import SimulationConfig, labels_for_day, transac
 from include.mlops import features as F
 from include.mlops import lake
 from include.mlops.core.schema import LABELS, TRANSACTIONS
-from include.mlops.core.settings import load_settings
+from include.mlops.core.settings import PROJECT_ROOT, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from include.mlops.core.settings import Settings
 
@@ -488,6 +494,139 @@ def test_rerun_and_backfill_leave_both_stores_unchanged(mlops_home: Path, tmp_pa
     for day in reversed(days):
         F.compute_features_for_day(day, other)
     assert partition_bytes(other) == files
+
+
+# --------------------------------------------------------------------------------------------------
+# Embedded registry: crash safety
+
+KILL_ROUNDS = 12
+"""Processes killed (SIGKILL) at a random moment while they apply and materialize in a loop."""
+
+_APPLY_AND_MATERIALIZE_FOREVER = """
+import datetime as dt
+import sys
+
+from include.mlops import features as F
+
+days = [dt.date.fromisoformat(d) for d in sys.argv[1:]]
+F.quiet_feast_import()
+import feast  # the import is paid for before the parent starts its clock
+
+print("ready", flush=True)
+while True:
+    F.apply_definitions()
+    print("applied", flush=True)
+    for day in days:
+        F.materialize_day(day)
+        print("materialized", day, flush=True)
+"""
+
+
+def registry_state(s: Settings) -> tuple[set[str], set[str], set[tuple]] | None:
+    """The registry's feature views, feature services and materialization intervals; ``None`` when
+    there is no registry. The database is read as it is (a store would build a missing one), by a
+    connection that may write: the first one after a kill rolls the dead transaction back."""
+    import sqlite3
+
+    from feast.protos.feast.core.FeatureView_pb2 import FeatureView as FeatureViewProto
+
+    path = Path(s.feast_registry)
+    if not path.exists():
+        return None
+    assert path.stat().st_size > 0, "an empty registry file"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        views = {}
+        for name, blob in db.execute("SELECT feature_view_name, feature_view_proto FROM feature_views"):
+            views[name] = FeatureViewProto.FromString(blob)
+        services = {r[0] for r in db.execute("SELECT feature_service_name FROM feature_services")}
+    intervals = {
+        (name, i.start_time.seconds, i.end_time.seconds)
+        for name, proto in views.items()
+        for i in proto.meta.materialization_intervals
+    }
+    return set(views), services, intervals
+
+
+def _kill_at_random(s: Settings, days: list[dt.date], delay: float) -> list[str]:
+    """Start the apply-and-materialize loop, SIGKILL it ``delay`` seconds after it is ready; returns
+    the steps it reported as done."""
+    env = {**os.environ, "MLOPS_HOME": str(s.home), "PYTHONPATH": str(PROJECT_ROOT)}
+    args = [sys.executable, "-c", _APPLY_AND_MATERIALIZE_FOREVER, *(d.isoformat() for d in days)]
+    child = subprocess.Popen(
+        args, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        # Feast prints its progress too: only the loop's own steps are kept.
+        return [line.strip() for line in child.stdout if line.startswith(("applied", "materialized"))]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_a_killed_apply_or_materialization_never_loses_the_registry(mlops_home: Path) -> None:
+    s = settings_for(mlops_home)
+    days = simulate_lake(s, 3)
+    for day in days:
+        F.compute_features_for_day(day, s)
+    expected_views = {F.CUSTOMER_VIEW, F.MERCHANT_VIEW}
+    rng = random.Random(5)
+    seen: set[tuple] = set()
+    outcomes = []
+    for round_ in range(KILL_ROUNDS):
+        # The first rounds are short, to kill the very first apply (the registry's creation).
+        delay = rng.uniform(0.0, 0.8) if round_ < 3 else rng.uniform(0.0, 3.0)
+        done = _kill_at_random(s, days, delay)
+        state = registry_state(s)
+        if state is None:
+            # Killed while creating the registry: no registry at all, never an empty one.
+            assert not any(step == "applied" for step in done), done
+            outcomes.append("absent")
+            continue
+        views, services, intervals = state
+        assert views == expected_views
+        assert services == {F.FEATURE_SERVICE_NAME}
+        # A committed materialization is never forgotten.
+        assert seen <= intervals, seen - intervals
+        assert {v.name for v in F.feature_store(s).list_feature_views()} == expected_views
+        seen = intervals
+        outcomes.append(f"complete after {done[-1] if done else 'nothing'}")
+    assert any(o != "absent" for o in outcomes), outcomes
+    # A rerun converges: every day's snapshot is served and every interval is recorded.
+    for day in days:
+        F.materialize_day(day, s)
+    views, _, intervals = registry_state(s) or (set(), set(), set())
+    assert views == expected_views
+    assert {(end - start) for _, start, end in intervals} == {24 * 3600 - 1}
+    assert len(intervals) >= len(days) * len(expected_views)
+    assert_online_matches_offline(s, days[-1], sample=20)
+    # No staging file of a killed creation survives the creation that followed it.
+    assert list(Path(s.feast_registry).parent.glob(".*.staging")) == []
+
+
+def test_an_empty_registry_file_is_rebuilt_never_read_as_an_empty_registry(mlops_home: Path) -> None:
+    s = settings_for(mlops_home)
+    path = Path(s.feast_registry)
+    path.parent.mkdir(parents=True)
+    path.touch()
+    store = F.feature_store(s)
+    assert {v.name for v in store.list_feature_views()} == {F.CUSTOMER_VIEW, F.MERCHANT_VIEW}
+    assert path.stat().st_size > 0 and path.read_bytes().startswith(b"SQLite format 3\x00")
+
+
+def test_a_registry_file_of_another_kind_is_named_not_overwritten(mlops_home: Path) -> None:
+    s = settings_for(mlops_home)
+    path = Path(s.feast_registry)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\n\x0bcard_fraud protobuf")
+    with pytest.raises(ValueError, match="is not a SQLite database"):
+        F.feature_store(s)
+    assert path.read_bytes() == b"\n\x0bcard_fraud protobuf"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Batch scoring of a day with the champion and a shadow challenger (embedded profile).
 
 The world (:mod:`tests.integration.scored_world`) is built once per session and shared with
-test_drift.py. The tests here score a day the drift tests never read, and leave the registry's
+test_drift.py. The tests here score days the drift tests never read, and leave the registry's
 aliases as found.
 """
 
@@ -16,7 +16,10 @@ from include.mlops import registry
 from include.mlops.core import schema
 from include.mlops.core.schema import LABEL
 from include.mlops.core.settings import load_settings
-from tests.integration.scored_world import DAYS, SCORING_DAY, World, day
+from tests.integration.scored_world import DAYS, FIRST_SCORED, SCORING_DAY, World, day
+
+RESCORED_DAY = 2
+"""The day the backfill test scores, promotes and rescores: unscored by the world, unread by drift."""
 
 if TYPE_CHECKING:
     from include.mlops.core.settings import Settings
@@ -104,7 +107,8 @@ def test_the_shadow_challenger_is_scored_when_distinct(world_settings: Settings,
     challenger = _distinct_challenger(s, scored_world)
     client.set_registered_model_alias(s.model_name, "challenger", str(challenger))
     try:
-        result = scoring.score_day(day(SCORING_DAY), s)
+        # The day already has predictions (of the champion alone): the current aliases are asked for.
+        result = scoring.score_day(day(SCORING_DAY), s, rescore_with_current_champion=True)
         frame = scoring.read_predictions(day(SCORING_DAY), s)
     finally:
         client.delete_registered_model_alias(s.model_name, "challenger")
@@ -122,7 +126,7 @@ def test_the_shadow_challenger_is_scored_when_distinct(world_settings: Settings,
     # The same version under both aliases is no challenger: nothing is scored in shadow.
     client.set_registered_model_alias(s.model_name, "challenger", str(scored_world.champion_version))
     try:
-        again = scoring.score_day(day(SCORING_DAY), s)
+        again = scoring.score_day(day(SCORING_DAY), s, rescore_with_current_champion=True)
     finally:
         client.delete_registered_model_alias(s.model_name, "challenger")
     assert again["challenger_version"] is None
@@ -140,6 +144,59 @@ def test_without_champion_nothing_is_scored(world_settings: Settings, tmp_path: 
         }
     )
     with pytest.raises(scoring.NoChampionError, match="no 'champion' alias"):
-        scoring.score_day(day(SCORING_DAY), s)
+        scoring.score_day(day(SCORING_DAY), s, rescore_with_current_champion=True)
+    # The world scored this day, with a version this registry does not hold: a rerun cannot
+    # reproduce it (and raises before it writes anything).
+    with pytest.raises(scoring.RecordedModelGone, match="no longer in the registry"):
+        scoring.score_day(day(FIRST_SCORED), s)
     with pytest.raises(FileNotFoundError, match="run score_transactions first"):
         scoring.read_predictions(day(DAYS + 5), s)
+
+
+def test_a_rerun_scores_with_the_recorded_versions_unless_asked(
+    world_settings: Settings, scored_world: World
+) -> None:
+    from include.mlops import lake, scoring
+
+    s = world_settings
+    client = registry.configure_mlflow(s)
+    v1 = scored_world.champion_version
+    target = day(RESCORED_DAY)
+    path = Path(scoring.predictions_file(target, s).path)
+    assert not path.exists()
+    first = scoring.score_day(target, s)
+    assert (first["champion_version"], first["versions_from"]) == (v1, "registry aliases")
+    scored_by_v1 = path.read_bytes()
+
+    v2 = _distinct_challenger(s, scored_world)
+    client.set_registered_model_alias(s.model_name, "champion", str(v2))
+    client.set_registered_model_alias(s.model_name, "challenger", str(v1))
+    try:
+        # A backfill after the promotion: the day keeps the versions that scored it.
+        rerun = scoring.score_day(target, s)
+        assert (rerun["champion_version"], rerun["challenger_version"]) == (v1, None)
+        assert rerun["versions_from"] == "recorded predictions"
+        assert path.read_bytes() == scored_by_v1
+        assert sorted(p.name for p in path.parent.iterdir()) == [lake.DATA_FILE]
+
+        # Asked for: the current champion, and the current challenger in shadow.
+        current = scoring.score_day(target, s, rescore_with_current_champion=True)
+        frame = scoring.read_predictions(target, s)
+        assert (current["champion_version"], current["challenger_version"]) == (v2, v1)
+        assert (frame["champion_version"] == v2).all() and (frame["challenger_version"] == v1).all()
+        assert path.read_bytes() != scored_by_v1
+        # ... which the next rerun keeps, challenger included.
+        assert scoring.score_day(target, s)["challenger_version"] == v1
+    finally:
+        client.set_registered_model_alias(s.model_name, "champion", str(v1))
+        client.delete_registered_model_alias(s.model_name, "challenger")
+
+    # The recorded champion is gone: the rerun says how to go on, and nothing is rewritten.
+    scored_by_v2 = path.read_bytes()
+    client.delete_model_version(s.model_name, str(v2))
+    with pytest.raises(scoring.RecordedModelGone, match=rf"v{v2} .*rescore_with_current_champion=true"):
+        scoring.score_day(target, s)
+    assert path.read_bytes() == scored_by_v2
+    back = scoring.score_day(target, s, rescore_with_current_champion=True)
+    assert (back["champion_version"], back["challenger_version"]) == (v1, None)
+    assert path.read_bytes() == scored_by_v1

@@ -96,8 +96,8 @@ class Settings:
     feast_repo: Path = knob("MLOPS_FEAST_REPO", "the Feast repository", "`feature_repo/`")
     feast_registry: str = knob(
         "MLOPS_FEAST_REGISTRY",
-        "Feast registry: a file (embedded) or a SQLAlchemy PostgreSQL URL (cluster: SQL registry)",
-        "`$MLOPS_HOME/feast/registry.db`",
+        "Feast SQL registry: a SQLite file path (embedded) or a SQLAlchemy PostgreSQL URL (cluster)",
+        "`$MLOPS_HOME/feast/registry.sqlite`",
     )
     feast_online_path: str = knob(
         "MLOPS_FEAST_ONLINE_PATH", "Feast SQLite online store (embedded)", "`$MLOPS_HOME/feast/online.db`"
@@ -213,7 +213,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mlflow_artifact_url=url("MLOPS_MLFLOW_ARTIFACT_URL", home / "mlflow" / "artifacts"),
         model_name=_env(environ, "MLOPS_MODEL_NAME", "card_fraud"),
         feast_repo=Path(_env(environ, "MLOPS_FEAST_REPO", str(PROJECT_ROOT / "feature_repo"))),
-        feast_registry=_env(environ, "MLOPS_FEAST_REGISTRY", str(home / "feast" / "registry.db")),
+        feast_registry=_env(environ, "MLOPS_FEAST_REGISTRY", str(home / "feast" / "registry.sqlite")),
         feast_online_path=_env(environ, "MLOPS_FEAST_ONLINE_PATH", str(home / "feast" / "online.db")),
         redis_url=_env(environ, "MLOPS_REDIS_URL", "127.0.0.1:6379"),
         train_cron=None

@@ -3,7 +3,8 @@
 :func:`feature_store` builds a store from the settings, :func:`apply_definitions` registers
 ``feature_repo/`` through the Python API, :func:`materialize_day` loads exactly one day's snapshot
 interval into the online store; :mod:`.retrieval` reads the features back. Feast is imported
-inside the functions.
+inside the functions. The registry is Feast's SQL registry in both profiles (SQLite embedded,
+PostgreSQL cluster): every change is a transaction, so a killed task never leaves it truncated.
 """
 
 from __future__ import annotations
@@ -62,10 +63,13 @@ def feast_redis_connection(url: str) -> str:
     return ",".join(parts)
 
 
-def _feast_env(s: Settings) -> dict[str, str]:
-    """The variables the ``feature_store*.yaml`` files refer to, from the settings."""
+def _feast_env(s: Settings, registry: str | None = None) -> dict[str, str]:
+    """The variables the ``feature_store*.yaml`` files refer to, from the settings.
+
+    ``registry`` replaces the settings' registry (the staging file of :func:`_bootstrap_registry`).
+    """
     return {
-        "MLOPS_FEAST_REGISTRY": s.feast_registry,
+        "MLOPS_FEAST_REGISTRY": registry or s.feast_registry,
         "MLOPS_FEAST_ONLINE_PATH": s.feast_online_path,
         "MLOPS_REDIS_URL": feast_redis_connection(s.redis_url),
     }
@@ -119,8 +123,21 @@ def feature_store(settings: Settings | None = None) -> feast.FeatureStore:
     """A Feast store over ``feature_repo/`` with the profile's configuration and the settings' paths.
 
     The yaml's ``${VAR}`` references are filled from the settings (over the process environment),
-    so a store can be built for settings other than the process's own (tests, tools).
+    so a store can be built for settings other than the process's own (tests, tools). In the
+    embedded profile the registry is a SQLite database that exists only complete: a missing one is
+    first built aside with every definition and moved into place (:func:`_bootstrap_registry`).
     """
+    s = resolve_settings(settings)
+    if not s.is_cluster:
+        _check_registry_file(s.feast_registry)
+        Path(s.feast_online_path).parent.mkdir(parents=True, exist_ok=True)
+        if not _registry_in_place(Path(s.feast_registry)):
+            _bootstrap_registry(s)
+    return _build_store(s)
+
+
+def _build_store(s: Settings, registry: str | None = None) -> feast.FeatureStore:
+    """The Feast store of the settings, over ``registry`` instead of the settings' one if given."""
     import yaml
 
     # Feast logs each refresh of its registry cache at INFO, many times per materialization and
@@ -130,20 +147,84 @@ def feature_store(settings: Settings | None = None) -> feast.FeatureStore:
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
-    s = resolve_settings(settings)
     repo = Path(s.feast_repo).resolve()
     source = feature_store_yaml(s)
     # The process environment stays the base, as the Feast CLI expands the same yaml from it; the
     # settings' values override it so that a store can be built for other settings.
-    env = {**os.environ, **_feast_env(s)}
+    env = {**os.environ, **_feast_env(s, registry)}
     config = RepoConfig(**yaml.safe_load(expand_variables(source.read_text(), env, source)))
     config.repo_path = repo
-    if not s.is_cluster:
-        # The file registry and the SQLite database are created on first use, but not their folder.
-        for path in (s.feast_registry, s.feast_online_path):
-            if "://" not in path:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
     return FeatureStore(repo_path=str(repo), config=config)
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_registry_file(setting: str) -> None:
+    """Raise :class:`ValueError` unless the embedded registry setting names a usable SQLite file."""
+    if "://" in setting:
+        raise ValueError(
+            f"MLOPS_FEAST_REGISTRY={setting}: the embedded profile keeps the Feast registry in a SQLite "
+            "file and takes its path, not a URL"
+        )
+    path = Path(setting)
+    if _registry_in_place(path):
+        with path.open("rb") as handle:
+            if handle.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+                raise ValueError(
+                    f"the Feast registry {path} is not a SQLite database (a file registry of an earlier "
+                    "layout?): move it away, the next run registers the definitions again"
+                )
+
+
+def _registry_in_place(path: Path) -> bool:
+    """Whether the embedded registry exists; an empty file is none (a SQLite file never is)."""
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def _bootstrap_registry(s: Settings) -> None:
+    """Create the embedded registry with every definition applied, or leave it absent.
+
+    The definitions are applied to a staging database next to it, which is synced and renamed into
+    place: a kill at any moment leaves either no registry (the next use starts over) or a complete
+    one, never an empty or half-registered one. Later writes are SQLite transactions. A file lock
+    keeps concurrent first uses from building it twice.
+    """
+    import fcntl
+
+    path = Path(s.feast_registry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _registry_in_place(path):
+            return
+        for stale in path.parent.glob(f".{path.name}.*.staging"):
+            # Left by a process killed while building: nobody else builds while the lock is held.
+            stale.unlink()
+        staging = path.with_name(f".{path.name}.{os.getpid()}.staging")
+        try:
+            store = _build_store(s, str(staging))
+            _apply(store, s)
+            for engine in {store.registry.write_engine, store.registry.read_engine}:
+                engine.dispose()
+            _fsync(staging)
+            os.replace(staging, path)
+            _fsync(path.parent)
+        finally:
+            staging.unlink(missing_ok=True)
+    logger.info("Feast registry created at %s", path)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder (a rename in it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _repo_objects(s: Settings) -> list[Any]:
@@ -176,6 +257,11 @@ def _repo_objects(s: Settings) -> list[Any]:
             source.file_options.uri = snapshot_glob(s.lake_url, source.tags["snapshot"])
             if s.lake_url.startswith("s3://") and s.s3_endpoint_url:
                 source.file_options.s3_endpoint_override = s.s3_endpoint_url
+        if isinstance(source, FeatureView):
+            # The SQL registry copies the stored history into a view applied without one, and
+            # stores the history of a view applied with one as it is: a definition must carry none,
+            # or a second apply in one process would write back the history of the first.
+            source.materialization_intervals = []
     return objects
 
 
@@ -185,9 +271,20 @@ def apply_definitions(settings: Settings | None = None) -> dict:
     Also creates the online store's tables. Objects registered earlier under names that the
     repository no longer defines are removed, as ``feast apply`` would. Returns what was applied.
     """
-    started = time.perf_counter()
     s = resolve_settings(settings)
-    store = feature_store(s)
+    applied = _apply(feature_store(s), s)
+    logger.info(
+        "Feast project %s: registered feature services %s (removed: %s)",
+        applied["project"],
+        ", ".join(applied["feature_services"]),
+        ", ".join(applied["deleted"]) or "none",
+    )
+    return applied
+
+
+def _apply(store: feast.FeatureStore, s: Settings) -> dict:
+    """Apply the repository's definitions to ``store``, removing the ones it no longer defines."""
+    started = time.perf_counter()
     objects = _repo_objects(s)
     names = {(type(o).__name__, o.name) for o in objects}
     stale: list[Any] = [
@@ -200,7 +297,7 @@ def apply_definitions(settings: Settings | None = None) -> dict:
         if (type(o).__name__, o.name) not in names
     ]
     store.apply(objects, objects_to_delete=stale, partial=not stale)
-    applied = {
+    return {
         "project": store.project,
         "feature_views": sorted(o.name for o in objects if type(o).__name__ == "FeatureView"),
         "on_demand_feature_views": sorted(
@@ -210,13 +307,6 @@ def apply_definitions(settings: Settings | None = None) -> dict:
         "deleted": sorted(o.name for o in stale),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    logger.info(
-        "Feast project %s: registered feature services %s (removed: %s)",
-        applied["project"],
-        ", ".join(applied["feature_services"]),
-        ", ".join(applied["deleted"]) or "none",
-    )
-    return applied
 
 
 def materialize_day(day: dt.date, settings: Settings | None = None) -> dict:

@@ -38,6 +38,8 @@ def test_every_runtime_default_lives_under_mlops_home(tmp_path: Path):
     ]
     for value in runtime:
         assert value.startswith(str(tmp_path)), value
+    # The embedded Feast registry is a SQLite database (Feast's SQL registry), not a protobuf file.
+    assert s.feast_registry == str(tmp_path / "feast" / "registry.sqlite")
     # The default home is the git-ignored .local/, never another folder of the source tree.
     assert ".local/" in (PROJECT_ROOT / ".gitignore").read_text()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from include.mlops.core.settings import load_settings
-from include.mlops.features import expand_variables, feast_redis_connection, feature_store_yaml
+from include.mlops.features import expand_variables, feast_redis_connection, feature_store, feature_store_yaml
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,23 @@ def test_each_profile_has_its_own_feast_configuration(tmp_path: Path) -> None:
     assert feature_store_yaml(embedded).name == "feature_store.yaml"
     assert feature_store_yaml(cluster).name == "feature_store.cluster.yaml"
     assert feature_store_yaml(embedded).is_file() and feature_store_yaml(cluster).is_file()
+
+
+def test_the_embedded_registry_is_feasts_sql_registry_on_a_sqlite_file(tmp_path: Path) -> None:
+    # A file registry is rewritten in place: a kill during the write left a 0-byte file that read
+    # as an empty registry. The SQL registry commits every change as a SQLite transaction.
+    import yaml
+
+    s = load_settings({"MLOPS_HOME": str(tmp_path)})
+    source = feature_store_yaml(s)
+    env = {"MLOPS_FEAST_REGISTRY": s.feast_registry, "MLOPS_FEAST_ONLINE_PATH": s.feast_online_path}
+    registry = yaml.safe_load(expand_variables(source.read_text(), env, source))["registry"]
+    assert registry["registry_type"] == "sql"
+    assert registry["path"] == f"sqlite:///{tmp_path}/feast/registry.sqlite"
+    assert registry["sqlalchemy_config_kwargs"]["connect_args"]["timeout"] >= 30
+
+
+def test_the_embedded_registry_setting_is_a_path_not_a_url(tmp_path: Path) -> None:
+    s = load_settings({"MLOPS_HOME": str(tmp_path), "MLOPS_FEAST_REGISTRY": "sqlite:////x/registry.sqlite"})
+    with pytest.raises(ValueError, match="takes its path, not a URL"):
+        feature_store(s)
