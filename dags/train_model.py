@@ -14,7 +14,8 @@ Trains the fraud model, judges it against the one in production, and promotes it
   recall at 1% FPR with bootstrap intervals); the `champion` alias moves only when the policy
   says so, and the decision is recorded on the version.
 * **rollback**: with the `rollback_to` param set, no training happens: `champion` moves back to
-  that version, with the reason.
+  that version, recording `reason`, which must then say why (the default "nightly schedule" is
+  refused). A version the promotion gate rejected also needs `force_rollback`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from include.mlops.core.settings import settings
 from include.mlops.orchestration import START_DATE, default_args, model_asset
 from include.mlops.orchestration.training_backend import TRAINING_ARGV, kubernetes_training_operator
 
+DEFAULT_REASON = "nightly schedule"
+
 
 @dag(
     # MLOPS_TRAIN_CRON=none leaves only drift-triggered and manual runs (the demo replays history).
@@ -37,11 +40,16 @@ from include.mlops.orchestration.training_backend import TRAINING_ARGV, kubernet
     default_args=default_args("train_model"),
     dagrun_timeout=dt.timedelta(hours=6),
     params={
-        "reason": Param("nightly schedule", type="string", description="Why this run trains"),
+        "reason": Param(
+            DEFAULT_REASON, type="string", description="Why this run trains (or rolls back: then required)"
+        ),
         "as_of": Param(None, type=["null", "string"], format="date", description="Train as of this day"),
         "window_days": Param(14, type="integer", minimum=3, description="Labelled days to train on"),
         "oot_days": Param(3, type="integer", minimum=1, description="Out-of-time days to judge on"),
         "rollback_to": Param(None, type=["null", "integer"], description="Roll champion back to it"),
+        "force_rollback": Param(
+            False, type="boolean", description="Allow rolling back to a version the promotion gate rejected"
+        ),
     },
     tags=["mlops", "training", "mlflow", "gpu"],
     doc_md=__doc__,
@@ -74,11 +82,29 @@ def train_model():
 
     @task(outlets=[model_asset()])
     def rollback(**context) -> dict:
-        """Move `champion` back to the requested version, recording the reason."""
+        """Move `champion` back to the requested version, recording the reason (not the default one).
+
+        A refusal (no reason, no such version, a rejected version without `force_rollback`) fails
+        the task at once: retrying cannot change it.
+        """
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.mlops.promotion import PromotionError
         from include.mlops.promotion import rollback as rollback_champion
 
         params = context["params"]
-        return rollback_champion(int(params["rollback_to"]), reason=params["reason"])
+        reason = (params.get("reason") or "").strip()
+        if not reason or reason == DEFAULT_REASON:
+            raise AirflowFailException(
+                f"rollback_to={params['rollback_to']} needs a `reason` param saying why "
+                f"(not the default {DEFAULT_REASON!r}): it is recorded on the model"
+            )
+        try:
+            return rollback_champion(
+                int(params["rollback_to"]), reason=reason, force=bool(params.get("force_rollback"))
+            )
+        except PromotionError as exc:
+            raise AirflowFailException(str(exc)) from exc
 
     branch = choose()
     branch >> train >> evaluate_and_promote()

@@ -38,7 +38,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from include.mlops.promotion import rollback
 
-    print(json.dumps(rollback(args.version, reason=args.reason), indent=2, default=str))
+    result = rollback(args.version, reason=args.reason, force=args.force)
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="move the champion alias back to an earlier version")
     rollback.add_argument("version", type=int, help="the registered model version to serve again")
     rollback.add_argument("--reason", required=True, help="why (recorded on the model)")
+    rollback.add_argument(
+        "--force", action="store_true", help="roll back even to a version the promotion gate rejected"
+    )
     rollback.set_defaults(func=_cmd_rollback)
 
     show = commands.add_parser("settings", help="print every setting's effective value, by concern")

@@ -10,9 +10,14 @@ needs in its own MLflow.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import os
+import re
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,9 +25,11 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from mlflow.exceptions import MlflowException
 
 from include.mlops import registry
 from include.mlops.core import settings as settings_module
@@ -42,7 +49,6 @@ from tests.integration.test_training import (
 if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Iterator
-    from pathlib import Path
 
     import numpy as np
 
@@ -239,6 +245,310 @@ def _check_rollback(s: Settings, weak: int, good: int) -> None:
     with pytest.raises(promotion.PromotionError, match="a rollback needs a reason"):
         promotion.rollback(good, reason="  ")
     assert promotion.rollback(weak, reason="again")["outcome"] == "already_champion"
+
+
+# --------------------------------------------------------------------------------------------------
+# Retries: a failure at any MLflow call of the commit-and-record sequence, then the task again
+
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:?\d{2}:?\d{2}(\+00:00|Z0000)")
+
+
+class Faults:
+    """The MlflowClient calls made while the model's lock is held, counted; the k-th raises once.
+
+    Only the outermost calls count (a client method calling another is one call). Odd points raise
+    an ``MlflowException``, even ones a ``ConnectionError``.
+    """
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.depth = 0
+        self.fail_at = 0
+        self.calls: list[str] = []
+
+    def hook(self, name: str, original: Any) -> Any:
+        @functools.wraps(original)
+        def hooked(*args: Any, **kwargs: Any) -> Any:
+            if not self.inside or self.depth:
+                return original(*args, **kwargs)
+            self.depth += 1
+            try:
+                self.calls.append(name)
+                if len(self.calls) == self.fail_at:
+                    self._raise(name)
+                return original(*args, **kwargs)
+            finally:
+                self.depth -= 1
+
+        return hooked
+
+    def _raise(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        message = f"injected failure at call {self.fail_at} ({name})"
+        raise MlflowException(message) if self.fail_at % 2 else ConnectionError(message)
+
+    def run(self, operation: Any, fail_at: int = 0) -> Any:
+        """``operation()`` failing at its ``fail_at``-th call under the lock (0: never)."""
+        self.calls, self.fail_at = [], fail_at
+        try:
+            return operation()
+        finally:
+            self.fail_at = 0
+
+
+@pytest.fixture
+def faults(monkeypatch: pytest.MonkeyPatch) -> Faults:
+    """Every public MlflowClient method hooked, counting while the model's lock is held."""
+    from mlflow import MlflowClient
+
+    f = Faults()
+    for name, member in list(vars(MlflowClient).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            monkeypatch.setattr(MlflowClient, name, f.hook(name, member))
+    model_lock = registry.model_lock
+
+    @contextlib.contextmanager
+    def counted_lock(*args: Any, **kwargs: Any) -> Iterator[str]:
+        with model_lock(*args, **kwargs) as held:
+            f.inside = True
+            try:
+                yield held
+            finally:
+                f.inside = False
+
+    monkeypatch.setattr(registry, "model_lock", counted_lock)
+    return f
+
+
+class Snapshot:
+    """The MLflow store of ``s`` (SQLite database and artifacts) saved now, restored in place."""
+
+    def __init__(self, s: Settings, folder: Path) -> None:
+        self.db = Path(s.mlflow_tracking_uri.removeprefix("sqlite:///"))
+        self.artifacts = Path(s.mlflow_artifact_url)
+        self.saved_db, self.saved_artifacts = folder / "mlflow.db", folder / "artifacts"
+        folder.mkdir(parents=True)
+        self._copy(self.db, self.saved_db)
+        shutil.copytree(self.artifacts, self.saved_artifacts)
+
+    @staticmethod
+    def _copy(source: Path, target: Path) -> None:
+        with (
+            contextlib.closing(sqlite3.connect(source)) as src,
+            contextlib.closing(sqlite3.connect(target)) as dst,
+        ):
+            src.backup(dst)
+
+    def restore(self) -> None:
+        """The store as saved, at the same paths (the open connections see it)."""
+        self._copy(self.saved_db, self.db)
+        shutil.rmtree(self.artifacts)
+        shutil.copytree(self.saved_artifacts, self.artifacts)
+
+
+def registry_state(s: Settings) -> dict[str, Any]:
+    """Aliases, the model's and every version's tags, and the promotion reports, timestamps masked."""
+    import mlflow
+
+    client = registry.configure_mlflow(s)
+    model = client.get_registered_model(s.model_name)
+    versions = client.search_model_versions(f"name = '{s.model_name}'")
+    reports = {
+        f"{v.version}/{a.path}": mlflow.artifacts.load_dict(f"runs:/{v.run_id}/{a.path}")
+        for v in versions
+        for a in client.list_artifacts(v.run_id, "promotion")
+    }
+    state = {
+        "aliases": dict(model.aliases),
+        "model_tags": dict(model.tags),
+        "version_tags": {v.version: dict(v.tags) for v in versions},
+        "reports": reports,
+    }
+    return json.loads(_TIME.sub("<time>", json.dumps(state, sort_keys=True, default=str)))
+
+
+def masked(result: dict[str, Any]) -> dict[str, Any]:
+    """A task's result with its timestamps masked."""
+    return json.loads(_TIME.sub("<time>", json.dumps(result, sort_keys=True, default=str)))
+
+
+def kill_everywhere(faults: Faults, operation: Any, snapshot: Snapshot, s: Settings) -> tuple[Any, int]:
+    """Run ``operation`` once uninterrupted, then, from the snapshot each time, failing at each of its
+    calls under the lock and again without failure: the retry must end in the same aliases, records
+    and result. Returns the uninterrupted result and the number of kill points tried."""
+    snapshot.restore()
+    expected = faults.run(operation)
+    calls, state = list(faults.calls), registry_state(s)
+    assert calls, "the operation made no MLflow call under the lock"
+    for k in range(1, len(calls) + 1):
+        snapshot.restore()
+        with pytest.raises((MlflowException, ConnectionError), match="injected failure"):
+            faults.run(operation, fail_at=k)
+        assert faults.calls == calls[:k], f"the failing run diverged before point {k}"
+        retried = faults.run(operation)
+        where = f"failure at call {k} of {len(calls)} ({calls[k - 1]})"
+        assert masked(retried) == masked(expected), where
+        assert registry_state(s) == state, where
+    return expected, len(calls)
+
+
+def cached_evaluations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pair of versions evaluated once (the OOT rows and the scores are the same every time), and
+    a lighter bootstrap: the runs of these tests differ in their MLflow calls only."""
+    from include.mlops.promotion import evaluation, promote
+
+    monkeypatch.setenv("MLOPS_PROMOTION_BOOTSTRAP", "100")
+    done: dict[tuple[int, int | None], Any] = {}
+
+    def evaluate_once(challenger: int, champion: int | None, *args: Any, **kwargs: Any) -> Any:
+        if (challenger, champion) not in done:
+            done[challenger, champion] = evaluation.evaluate(challenger, champion, *args, **kwargs)
+        return done[challenger, champion]
+
+    monkeypatch.setattr(promote, "evaluate", evaluate_once)
+
+
+KILL_POINTS: dict[str, int] = {}
+"""Kill points tried per operation (printed by the tests with ``-s``)."""
+
+
+def test_a_promotion_retried_after_a_failure_at_any_call_ends_as_an_uninterrupted_one(
+    policy_env: Settings, zoo: Zoo, faults: Faults, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from include.mlops import promotion
+
+    s = policy_env
+    cached_evaluations(monkeypatch)
+    weak = register(zoo, "weak", "run-weak", s)
+    promotion.evaluate_and_promote_run("run-weak")
+    good = register(zoo, "good", "run-good", s)
+
+    # A promotion that replaces a champion: decision, both aliases, model tags, report.
+    before = Snapshot(s, tmp_path / "before-good")
+    promote_good = functools.partial(promotion.evaluate_and_promote_run, "run-good")
+    result, points = kill_everywhere(faults, promote_good, before, s)
+    KILL_POINTS["promotion (replaces a champion)"] = points
+    assert (result["outcome"], result["champion_before"], result["champion_after"]) == (
+        "promoted",
+        weak,
+        good,
+    )
+    client = registry.configure_mlflow(s)
+    assert int(client.get_model_version_by_alias(s.model_name, registry.PREVIOUS_CHAMPION).version) == weak
+    tags = client.get_model_version(s.model_name, str(good)).tags
+    assert (tags["decision"], tags["compared_with"], tags["decision_status"]) == (
+        "promoted",
+        str(weak),
+        "recorded",
+    )
+    # Once recorded in full, a rerun changes nothing.
+    state = registry_state(s)
+    assert promote_good()["outcome"] == "already_champion"
+    assert registry_state(s) == state
+
+    # A challenger that loses: no alias moves, the decision and report recorded once.
+    worse = register(zoo, "weak", "run-worse", s)
+    kept = Snapshot(s, tmp_path / "before-worse")
+    keep_worse = functools.partial(promotion.evaluate_and_promote_run, "run-worse")
+    result, points = kill_everywhere(faults, keep_worse, kept, s)
+    KILL_POINTS["promotion (champion kept)"] = points
+    assert (result["outcome"], result["champion_after"]) == ("kept_champion", good)
+    assert (
+        len(client.list_artifacts(client.get_model_version(s.model_name, str(worse)).run_id, "promotion"))
+        == 1
+    )
+    print(f"kill points tried: {KILL_POINTS}")
+
+
+def test_a_rollback_retried_after_a_failure_at_any_call_ends_as_an_uninterrupted_one(
+    policy_env: Settings, zoo: Zoo, faults: Faults, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from include.mlops import promotion
+
+    s = policy_env
+    cached_evaluations(monkeypatch)
+    weak = register(zoo, "weak", "run-weak", s)
+    good = register(zoo, "good", "run-good", s)
+    for run_id in ("run-weak", "run-good"):
+        promotion.evaluate_and_promote_run(run_id)
+    assert registry.champion_version() == good
+    snapshot = Snapshot(s, tmp_path / "before-rollback")
+    reason = "version 3 blocks good customers"
+    back_to_weak = functools.partial(promotion.rollback, weak, reason=reason)
+    result, points = kill_everywhere(faults, back_to_weak, snapshot, s)
+    KILL_POINTS["rollback"] = points
+    assert (result["outcome"], result["champion_before"], result["champion_after"]) == (
+        "rolled_back",
+        good,
+        weak,
+    )
+
+    _check_retry_after_the_alias_moved(s, faults, snapshot, back_to_weak, weak=weak, good=good)
+    print(f"kill points tried: {KILL_POINTS}")
+
+
+def _check_retry_after_the_alias_moved(
+    s: Settings, faults: Faults, snapshot: Snapshot, back: Any, weak: int, good: int
+) -> None:
+    """A retry after the first attempt moved the alias keeps where it rolled back from."""
+    client, name = registry.configure_mlflow(s), s.model_name
+    snapshot.restore()
+    faults.run(back)
+    moves = [i for i, call in enumerate(faults.calls, 1) if call == "set_registered_model_alias"]
+    snapshot.restore()
+    with pytest.raises((MlflowException, ConnectionError), match="injected failure"):
+        faults.run(back, fail_at=moves[-1] + 1)  # the champion moved, nothing recorded after it
+    assert registry.champion_version() == weak
+    retried = back()
+    assert (retried["outcome"], retried["champion_before"]) == ("rolled_back", good)
+    tags = client.get_model_version(name, str(weak)).tags
+    assert tags["rolled_back_from"] == str(good) and tags["decision_status"] == "recorded"
+    assert "blocks good customers" in client.get_model_version(name, str(good)).tags["demoted_by_rollback"]
+    last = json.loads(client.get_registered_model(name).tags["last_decision"])
+    assert (last["outcome"], last["champion_before"], last["champion_after"]) == ("rolled_back", good, weak)
+    assert int(client.get_model_version_by_alias(name, registry.PREVIOUS_CHAMPION).version) == good
+    # A rerun of the finished rollback changes nothing.
+    state = registry_state(s)
+    assert back()["outcome"] == "already_champion"
+    assert registry_state(s) == state
+
+
+def test_a_version_the_gate_rejected_is_served_again_only_with_force(
+    policy_env: Settings, zoo: Zoo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from include.mlops import promotion
+
+    s = policy_env
+    cached_evaluations(monkeypatch)
+    client, name = registry.configure_mlflow(s), s.model_name
+    shuffled = register(zoo, "shuffled", "run-shuffled", s)
+    good = register(zoo, "good", "run-good", s)
+    for run_id in ("run-shuffled", "run-good"):
+        promotion.evaluate_and_promote_run(run_id)
+    assert client.get_model_version(name, str(shuffled)).tags["decision"] == "rejected"
+
+    state = registry_state(s)
+    with pytest.raises(promotion.PromotionError, match="rejected by the promotion gate"):
+        promotion.rollback(shuffled, reason="try the shuffled one")
+    with pytest.raises(promotion.PromotionError, match="a rollback needs a reason"):
+        promotion.rollback(shuffled, reason=" ", force=True)
+    assert registry_state(s) == state  # refused before anything moved or was recorded
+
+    forced = promotion.rollback(shuffled, reason="the others are worse tonight", force=True)
+    assert (forced["outcome"], forced["champion_before"]) == ("rolled_back", good)
+    tags = client.get_model_version(name, str(shuffled)).tags
+    assert (tags["decision"], tags["gate_decision"], tags["rollback_forced"]) == (
+        "rollback",
+        "rejected",
+        "True",
+    )
+    assert json.loads(client.get_registered_model(name).tags["last_decision"])["forced"] is True
+    # The gate's verdict outlives the rollback: going back to it again needs force again.
+    promotion.rollback(good, reason="back to a sound one")
+    with pytest.raises(promotion.PromotionError, match="rejected by the promotion gate"):
+        promotion.rollback(shuffled, reason="once more")
+    assert registry.champion_version() == good
 
 
 def test_concurrent_promotions_cannot_both_win(

@@ -4,7 +4,9 @@
   a paired bootstrap, the verdict), unit-tested;
 * :mod:`.evaluation`: both models scored on the rows training judged on (:func:`evaluate`);
 * :mod:`.promote`: :func:`evaluate_and_promote_run` and :func:`rollback`, under the model's lock
-  (:func:`promotion_lock`), and what they record in MLflow.
+  (:func:`promotion_lock`), and what they record in MLflow: the decision first (pending), then the
+  alias moves, then the records, so that a retry after a failure anywhere completes the same
+  decision. A rollback to a version the gate rejected needs ``force``.
 
 The knobs are :class:`~include.mlops.core.policies.PromotionPolicy`.
 """
