@@ -21,8 +21,10 @@ into place; an S3 object is a single PUT, which S3 makes visible all at once. Re
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -276,7 +278,11 @@ def read_bytes(loc: Location) -> bytes:
 
 
 def write_bytes(loc: Location, data: bytes) -> None:
-    """Write a whole file atomically."""
+    """Write a whole file atomically.
+
+    A local file is written under a temporary name beside it and renamed into place; then the
+    temporary files that killed writes of the same file left behind are removed.
+    """
     parent = loc.path.rsplit("/", 1)[0]
     loc.fs.create_dir(parent, recursive=True)
     if not loc.is_local:
@@ -291,6 +297,28 @@ def write_bytes(loc: Location, data: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    _remove_stale_temporaries(parent, loc.name)
+
+
+def _remove_stale_temporaries(parent: str, name: str) -> None:
+    """Remove the temporary files of earlier writes of ``name`` in the local folder ``parent``.
+
+    A write killed between its temporary file and the rename leaves ``.tmp-<32 hex>-<name>``
+    beside the target; readers never see it, and once a write of the same file has succeeded it
+    is of no use. Only that exact form of name is removed: another file's temporary files, and
+    every other name, stay. Each file has one writer at a time in the pipeline (one run per day and
+    dataset); two writers of one file at once would make the slower one's rename fail, never mix
+    contents.
+    """
+    pattern = re.compile(rf"\.tmp-[0-9a-f]{{32}}-{re.escape(name)}")
+    try:
+        entries = list(os.scandir(parent))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(entry.path)
 
 
 def encode_parquet(table: pa.Table) -> bytes:

@@ -72,6 +72,7 @@ def test_a_day_of_features_is_whole_whatever_write_it_is_killed_at(sandbox: Sand
     drill = kill_everywhere(sandbox, stage, _readers_of(3), preload=PRELOAD, warm_up=True)
     print(f"\n{stage.target}: {drill.summary()}")
     assert not drill.problems, drill.report()
+    assert not drill.leftovers, f"temporary files left after a rerun: {drill.leftovers}"
 
 
 def test_a_backfilled_day_builds_its_history_whole_whatever_write_it_is_killed_at(sandbox: Sandbox):
@@ -82,3 +83,4 @@ def test_a_backfilled_day_builds_its_history_whole_whatever_write_it_is_killed_a
     drill = kill_everywhere(sandbox, stage, _readers_of(3), preload=PRELOAD, warm_up=True)
     print(f"\n{stage.target}: {drill.summary()}")
     assert not drill.problems, drill.report()
+    assert not drill.leftovers, f"temporary files left after a rerun: {drill.leftovers}"

@@ -65,6 +65,7 @@ def _drill(sandbox: Sandbox, expect_outcome: str) -> None:
     print(f"\n{stage.target}: {drill.summary()}")
     assert drill.outcome == expect_outcome
     assert not drill.problems, drill.report()
+    assert not drill.leftovers, f"temporary files left after a rerun: {drill.leftovers}"
 
 
 def test_a_good_drop_lands_whole_whatever_write_it_is_killed_at(sandbox: Sandbox):

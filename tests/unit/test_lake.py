@@ -64,3 +64,41 @@ def test_partition_days_ignore_what_is_not_a_day(tmp_path: Path) -> None:
         (tmp_path / "labels" / name).mkdir(parents=True)
     assert lake.partition_days(base, "labels") == [DAY, DAY + dt.timedelta(days=1)]
     assert lake.read_table(lake.partition_at(base, "labels", DAY)) is None
+
+
+def _leftover(folder: Path, name: str, digit: str = "a") -> Path:
+    path = folder / f".tmp-{digit * 32}-{name}"
+    path.write_bytes(b"PAR1 half a file")
+    return path
+
+
+def test_the_next_write_of_a_file_removes_what_a_killed_write_left(tmp_path: Path) -> None:
+    folder = lake.partition_at(lake.location(str(tmp_path)), "transactions", DAY)
+    lake.write_parquet(folder.join(lake.DATA_FILE), _table(5))
+    local = tmp_path / "transactions" / "dt=2026-01-05"
+    stale = [_leftover(local, lake.DATA_FILE, d) for d in "0f"]
+    lake.write_parquet(folder.join(lake.DATA_FILE), _table(6))
+    assert not any(p.exists() for p in stale)
+    assert sorted(p.name for p in local.iterdir()) == [lake.DATA_FILE]
+    assert lake.parquet_rows(folder.join(lake.DATA_FILE)) == 6
+
+
+def test_a_write_keeps_every_other_file_of_its_folder(tmp_path: Path) -> None:
+    folder = lake.location(str(tmp_path / "reports"))
+    lake.write_bytes(folder.join("verdict.json"), b"{}")
+    kept = [
+        _leftover(tmp_path / "reports", "drift.html"),  # another target's
+        _leftover(tmp_path / "reports", "verdict.json.bak"),  # another name
+        _leftover(tmp_path / "reports", "x-verdict.json"),
+        tmp_path / "reports" / f".tmp-{'A' * 32}-verdict.json",  # not lowercase hex
+        tmp_path / "reports" / f".tmp-{'a' * 31}-verdict.json",  # not 32 digits
+        tmp_path / "reports" / ".tmp-dead-verdict.json",
+        tmp_path / "reports" / "drift.html",
+    ]
+    for path in kept:
+        path.write_bytes(b"kept")
+    removed = _leftover(tmp_path / "reports", "verdict.json", "7")
+    lake.write_bytes(folder.join("verdict.json"), b'{"ok": true}')
+    assert all(p.read_bytes() == b"kept" for p in kept)
+    assert not removed.exists()
+    assert (tmp_path / "reports" / "verdict.json").read_bytes() == b'{"ok": true}'

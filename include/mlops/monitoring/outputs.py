@@ -107,7 +107,9 @@ def write_reports(local: Path, folder: lake.Location, record: dict) -> None:
     """Write ``record`` as :data:`VERDICT_NAME` next to Evidently's files in ``local``; copy all
     three to the day's report ``folder``."""
     (local / VERDICT_NAME).write_text(json.dumps(json_safe(record), indent=2, default=str, allow_nan=False))
-    # verdict.json last: it names the other two.
+    # verdict.json last: it names the other two. An earlier check's goes first, so that a verdict
+    # never stands beside another check's report (a crash in between leaves the day unchecked).
+    lake.delete(folder.join(VERDICT_NAME))
     for name in (HTML_NAME, JSON_NAME, VERDICT_NAME):
         lake.write_bytes(folder.join(name), (local / name).read_bytes())
 
