@@ -7,6 +7,7 @@ the fixture when ``MLOPS_TEST_S3_ENDPOINT_URL`` does not name one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -57,6 +58,39 @@ def postgres_url() -> str:
 def redis_url() -> str:
     """A Redis server URL (``MLOPS_TEST_REDIS_URL``)."""
     return service_url("MLOPS_TEST_REDIS_URL", "Redis")
+
+
+@contextlib.contextmanager
+def fresh_databases(postgres_url: str, *prefixes: str) -> Iterator[list[str]]:
+    """PostgreSQL databases of the caller's own (unique names from ``prefixes``), dropped afterwards.
+
+    Yields their URLs, in order. Never touches a database it did not create.
+    """
+    import psycopg2
+
+    names = [f"{prefix}_{uuid.uuid4().hex[:10]}" for prefix in prefixes]
+    base = postgres_url.rpartition("/")[0]
+    conn = psycopg2.connect(postgres_url)
+    conn.autocommit = True
+    created: list[str] = []
+    try:
+        with conn.cursor() as cur:
+            for name in names:
+                cur.execute(f'CREATE DATABASE "{name}"')
+                created.append(name)
+        yield [f"{base}/{name}" for name in names]
+    finally:
+        with conn.cursor() as cur:
+            for name in created:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+@pytest.fixture
+def fresh_database(postgres_url: str) -> Iterator[str]:
+    """The URL of a PostgreSQL database of this test's own, dropped afterwards."""
+    with fresh_databases(postgres_url, "mlops_test") as (url,):
+        yield url
 
 
 def free_port() -> int:

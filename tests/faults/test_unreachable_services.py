@@ -295,21 +295,9 @@ def _copy_world(sandbox: Sandbox, world: World) -> None:
 
 
 @pytest.fixture
-def lock_database(postgres_url: str) -> Iterator[str]:
+def lock_database(fresh_database: str) -> str:
     """A fresh PostgreSQL database for the model's lock, dropped afterwards."""
-    import psycopg2
-
-    name = f"mlops_fault_lock_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(postgres_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield urlunparse(urlparse(postgres_url)._replace(path=f"/{name}"))
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    return fresh_database
 
 
 def _register_champion_copy(world: World, airflow_run_id: str) -> int:

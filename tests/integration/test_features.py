@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse, urlunparse
@@ -634,21 +633,9 @@ def test_a_registry_file_of_another_kind_is_named_not_overwritten(mlops_home: Pa
 
 
 @pytest.fixture
-def feast_database(postgres_url: str) -> Iterator[str]:
+def feast_database(fresh_database: str) -> str:
     """A fresh PostgreSQL database for the Feast registry, dropped afterwards."""
-    import psycopg2
-
-    name = f"mlops_feast_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(postgres_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield urlunparse(urlparse(postgres_url)._replace(path=f"/{name}"))
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    return fresh_database
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,7 @@ from include.mlops import registry
 from include.mlops.core import settings as settings_module
 from include.mlops.core.schema import LABEL
 from include.mlops.core.settings import load_settings
-from tests.conftest import free_port
+from tests.conftest import free_port, fresh_databases
 from tests.integration.test_registry import lock_held_elsewhere
 from tests.integration.test_training import (
     AS_OF,
@@ -624,29 +623,6 @@ def test_promotion_lock_waits_the_policy_lock_timeout(
 # The cluster profile: MLflow server on PostgreSQL with artifacts on S3, Feast registry on PostgreSQL
 
 
-def _with_database(url: str, name: str) -> str:
-    base, _, _ = url.rpartition("/")
-    return f"{base}/{name}"
-
-
-@contextlib.contextmanager
-def _databases(postgres_url: str, *names: str) -> Iterator[list[str]]:
-    import psycopg2
-
-    conn = psycopg2.connect(postgres_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            for name in names:
-                cur.execute(f'CREATE DATABASE "{name}"')
-        yield [_with_database(postgres_url, n) for n in names]
-    finally:
-        with conn.cursor() as cur:
-            for name in names:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
-
-
 @contextlib.contextmanager
 def _mlflow_server(backend: str, artifacts: str, env: dict[str, str], log: Path) -> Iterator[str]:
     port = free_port()
@@ -703,8 +679,7 @@ def test_cluster_profile_trains_promotes_and_serves(
 
     from include.mlops import features, promotion, training
 
-    suffix = uuid.uuid4().hex[:10]
-    with _databases(postgres_url, f"mlflow_{suffix}", f"feast_{suffix}") as (mlflow_db, feast_db):
+    with fresh_databases(postgres_url, "mlflow", "feast") as (mlflow_db, feast_db):
         server_env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
         artifacts = f"s3://{s3_bucket}/mlflow"
         with _mlflow_server(mlflow_db, artifacts, server_env, tmp_path / "mlflow-server.log") as tracking:
