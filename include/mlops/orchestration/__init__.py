@@ -126,10 +126,6 @@ def partition_day(context: Any) -> dt.date:
     return logical.date()
 
 
-run_day = partition_day
-"""The name the DAG files call: :func:`partition_day`."""
-
-
 def day_param(description: str) -> Param:
     """The optional ``day`` param of a DAG: the form refuses anything but ``YYYY-MM-DD``."""
     return Param(None, type=["null", "string"], format="date", pattern=DAY_PATTERN, description=description)
