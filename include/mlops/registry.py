@@ -168,6 +168,19 @@ def set_version_tags(client: Any, name: str, version: int, tags: dict[str, Any])
         client.set_model_version_tag(name, str(version), key, cut(str(value)))
 
 
+OPERATING_THRESHOLD_TAG = "operating_threshold"
+"""Version tag holding the score at or above which a payment is flagged (the policy's operating
+point on the version's out-of-time days): batch scoring's decision flag and the scoring service
+both read it from here."""
+
+
+def operating_threshold(client: Any, name: str, version: int) -> float | None:
+    """The operating threshold recorded on ``version``, or ``None`` when it records none."""
+    tags = client.get_model_version(name, str(version)).tags or {}
+    text = tags.get(OPERATING_THRESHOLD_TAG)
+    return None if text in (None, "") else float(text)
+
+
 def pip_requirements() -> list[str]:
     """The exact requirements of a logged model (explicit: inference takes seconds and may guess)."""
     from importlib import metadata
