@@ -7,10 +7,13 @@ Watches each scored day for drift and asks for retraining when the world has cha
 * **check_drift**: an Evidently report of feature drift and prediction drift of the day (sampled,
   so a 1M-row day takes bounded time) against the champion's reference sample, plus the model's
   performance on the earlier days whose labels have arrived. HTML and JSON are saved under
-  `MLOPS_REPORTS_URL/drift/dt=DAY/` and logged to MLflow.
+  `MLOPS_REPORTS_URL/drift/dt=DAY/` and logged to MLflow; the task's "Evidently drift report"
+  and "MLflow run" buttons open them.
 * **retrain_on_drift**: when the policy (settings `MLOPS_DRIFT_*`) says the drift matters and no
   drift-triggered retrain happened within the cooldown, triggers `train_model` with the reason
   (which columns, how much, which day); the reason ends up as a tag on the MLflow run. The
+  retrain learns the drifted world: it waits, deferred, until `MLOPS_DRIFT_RETRAIN_LABELLED_DAYS`
+  drifted days are fully labelled, then trains on them only. The
   `train_model` run id is derived from the day (`drift__YYYY-MM-DD`): a retry, or a rerun of the
   day, never starts a second run (an existing one skips the task).
 * **mark_retrain_triggered**: marks the request, recorded as pending by `check_drift` on the
@@ -44,9 +47,19 @@ def monitor_drift():
     def check_drift(**context) -> dict:
         """Build the day's drift report and decide whether it calls for retraining."""
         from include.mlops.monitoring import monitor_day
-        from include.mlops.orchestration import partition_day
+        from include.mlops.orchestration import links, partition_day
 
-        return monitor_day(partition_day(context), airflow_run_id=context["run_id"])
+        result = monitor_day(partition_day(context), airflow_run_id=context["run_id"])
+        links.push(
+            context,
+            **{
+                links.DRIFT_REPORT: links.ui_path(result["report_html_url"]),
+                links.MLFLOW_RUN: links.mlflow_run_link(
+                    result["mlflow_experiment_id"], result["mlflow_run_id"]
+                ),
+            },
+        )
+        return result
 
     @task.short_circuit
     def drift_calls_for_retraining(verdict: dict) -> bool:
@@ -70,10 +83,9 @@ def monitor_drift():
         # One run id per day: a retried or re-issued trigger finds its run instead of adding one.
         trigger_run_id="{{ ti.xcom_pull(task_ids='check_drift')['train_run_id'] }}",
         skip_when_already_exists=True,
-        conf={
-            "reason": "{{ ti.xcom_pull(task_ids='check_drift')['reason'] }}",
-            "as_of": "{{ ti.xcom_pull(task_ids='check_drift')['day'] }}",
-        },
+        # The retrain's reason, the day it waits for and trains as of, its window (JSON: numbers stay
+        # numbers).
+        conf="{{ ti.xcom_pull(task_ids='check_drift')['retrain_conf'] | tojson }}",
         wait_for_completion=False,
     )
     drift_calls_for_retraining(verdict) >> retrain_on_drift >> mark_retrain_triggered(verdict)

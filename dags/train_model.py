@@ -4,7 +4,10 @@
 Trains the fraud model, judges it against the one in production, and promotes it only if it wins.
 
 * **Runs when**: nightly at 02:00 UTC (`MLOPS_TRAIN_CRON`), and whenever `monitor_drift`
-  triggers it with the drift as its `reason` (under a cooldown). One run at a time.
+  triggers it with the drift as its `reason` (under a cooldown). One training at a time.
+* **wait_for_labels**: waits, deferred, for the labels of the day the run trains as of (`as_of`,
+  else the night before the logical date) to be in the lake: a nightly run finds them in; a
+  drift retrain waits there until its drifted days are fully labelled.
 * **train**: `python -m include.mlops train ...` builds the training set from Feast
   (`get_historical_features` over a trailing window of fully labelled days), trains XGBoost (on
   the GPU when there is one), logs everything to MLflow and registers the version as
@@ -25,7 +28,7 @@ import datetime as dt
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 from include.mlops.core.settings import settings
-from include.mlops.orchestration import START_DATE, default_args, model_asset
+from include.mlops.orchestration import START_DATE, default_args, model_asset, training_labels_sensor
 from include.mlops.orchestration.training_backend import TRAINING_ARGV, kubernetes_training_operator
 
 DEFAULT_REASON = "nightly schedule"
@@ -36,9 +39,11 @@ DEFAULT_REASON = "nightly schedule"
     schedule=CronTriggerTimetable(settings().train_cron, timezone="UTC") if settings().train_cron else None,
     start_date=START_DATE,
     catchup=False,
-    max_active_runs=1,
+    # A drift retrain may wait days for its labels (deferred, no worker slot) while nightly runs go
+    # on; training itself runs one at a time (the `mlops_training` pool) and promotions take the
+    # model's lock, so concurrent runs cannot interleave their decisions.
+    max_active_runs=3,
     default_args=default_args("train_model"),
-    dagrun_timeout=dt.timedelta(hours=6),
     params={
         "reason": Param(
             DEFAULT_REASON, type="string", description="Why this run trains (or rolls back: then required)"
@@ -58,13 +63,15 @@ def train_model():
     @task.branch
     def choose(**context) -> str:
         """Roll back when asked to, train otherwise."""
-        return "rollback" if context["params"].get("rollback_to") else "train"
+        return "rollback" if context["params"].get("rollback_to") else "wait_for_labels"
 
     if settings().training_backend == "kubernetes":
-        train = kubernetes_training_operator(task_id="train", pool="mlops_training")
+        train = kubernetes_training_operator(
+            task_id="train", pool="mlops_training", execution_timeout=dt.timedelta(hours=6)
+        )
     else:
 
-        @task(task_id="train", pool="mlops_training")
+        @task(task_id="train", pool="mlops_training", execution_timeout=dt.timedelta(hours=6))
         def train_locally(argv: list[str]) -> None:
             """Run the training entrypoint as a local process (same argv as the pod)."""
             from include.mlops.orchestration.training_backend import run_local_training
@@ -107,7 +114,7 @@ def train_model():
             raise AirflowFailException(str(exc)) from exc
 
     branch = choose()
-    branch >> train >> evaluate_and_promote()
+    branch >> training_labels_sensor() >> train >> evaluate_and_promote()
     branch >> rollback()
 
 

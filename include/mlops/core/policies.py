@@ -277,6 +277,19 @@ class DriftPolicy(_FromEnv):
         "`30`",
         default=30,
     )
+    retrain_labelled_days: int = knob(
+        "MLOPS_DRIFT_RETRAIN_LABELLED_DAYS",
+        "fully labelled days of the drifted world a drift retrain waits for and learns from (it "
+        "trains as of the drifted day + this - 1 + the 5-day label delay)",
+        "`5`",
+        default=5,
+    )
+    retrain_oot_days: int = knob(
+        "MLOPS_DRIFT_RETRAIN_OOT_DAYS",
+        "of those days, the newest ones the drift retrain is judged on (out of time)",
+        "`2`",
+        default=2,
+    )
     retrain_timeout_hours: float = knob(
         "MLOPS_DRIFT_RETRAIN_TIMEOUT_HOURS",
         "how long a requested retrain counts as running while no version carries its reason",
@@ -307,6 +320,11 @@ class DriftPolicy(_FromEnv):
             problems.append(f"MLOPS_DRIFT_PERFORMANCE_DAYS={self.performance_days} must be at least 1")
         if self.min_positives < 1:
             problems.append(f"MLOPS_DRIFT_MIN_POSITIVES={self.min_positives} must be at least 1")
+        if self.retrain_oot_days < 1 or self.retrain_labelled_days - self.retrain_oot_days < 2:
+            problems.append(
+                f"MLOPS_DRIFT_RETRAIN_LABELLED_DAYS={self.retrain_labelled_days} must leave at least two "
+                f"training days beside MLOPS_DRIFT_RETRAIN_OOT_DAYS={self.retrain_oot_days} (at least 1)"
+            )
         if self.retrain_timeout_hours < 0:
             problems.append(
                 f"MLOPS_DRIFT_RETRAIN_TIMEOUT_HOURS={self.retrain_timeout_hours} must not be negative"

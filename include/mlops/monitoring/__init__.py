@@ -47,9 +47,11 @@ from include.mlops.monitoring.policy import (
     ColumnDrift,
     DriftSummary,
     Performance,
+    RetrainPlan,
     Verdict,
     decide,
     psi,
+    retrain_plan,
 )
 from include.mlops.monitoring.predictions import ID, SCORE, VERSION, day_version, sample_positions
 from include.mlops.monitoring.report import (
@@ -120,6 +122,7 @@ __all__ = [
     "DriftSummary",
     "Performance",
     "Reference",
+    "RetrainPlan",
     "Trigger",
     "Verdict",
     "day_result",
@@ -146,6 +149,7 @@ __all__ = [
     "register_stattest",
     "registered_model_tags",
     "report_location",
+    "retrain_plan",
     "retrain_running",
     "sample_positions",
     "save_evidently",

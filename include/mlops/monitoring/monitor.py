@@ -39,6 +39,7 @@ from include.mlops import registry
 from include.mlops.core.policies import DriftPolicy, PromotionPolicy
 from include.mlops.core.settings import resolve_settings
 from include.mlops.monitoring.outputs import (
+    HTML_NAME,
     finite,
     json_safe,
     log_run,
@@ -48,7 +49,7 @@ from include.mlops.monitoring.outputs import (
     write_reports,
 )
 from include.mlops.monitoring.performance import measure_performance
-from include.mlops.monitoring.policy import decide
+from include.mlops.monitoring.policy import decide, retrain_plan
 from include.mlops.monitoring.report import drift_report, read_day, reference_for
 from include.mlops.monitoring.triggers import last_trigger, record_trigger, retrain_running, train_run_id
 
@@ -89,9 +90,10 @@ def monitor_day(day: dt.date, airflow_run_id: str | None = None, settings: Setti
     Returns a JSON-compatible dict: ``day``, ``retrain``, ``reason`` (for ``train_model``'s conf),
     ``explanation``, ``signals``, ``suppressed_by``, ``reissue`` (the retrain is the day's pending
     request asked for again), ``train_run_id`` (the ``train_model`` run id to trigger when
-    ``retrain``, else ``None``), ``model_version``, ``drifted_columns``
-    (column -> PSI), ``drift_share``, ``prediction_psi``, ``performance``, ``report_url``,
-    ``mlflow_run_id``, ``airflow_run_id``, ``rows``, ``sampled_rows``, ``reference_rows``,
+    ``retrain``, else ``None``), ``retrain_conf`` (that run's conf: :func:`~.policy.retrain_plan`),
+    ``model_version``, ``drifted_columns`` (column -> PSI), ``drift_share``, ``prediction_psi``,
+    ``performance``, ``report_url``, ``report_html_url``, ``mlflow_run_id``,
+    ``mlflow_experiment_id``, ``airflow_run_id``, ``rows``, ``sampled_rows``, ``reference_rows``,
     ``report_seconds`` and ``seconds``. Raises ``FileNotFoundError`` when the day has not been
     scored, :class:`~include.mlops.registry.LockTimeout` when the model's lock stays taken, the
     MLflow error when the cooldown's state cannot be read (nothing is then written or recorded).
@@ -116,6 +118,12 @@ def monitor_day(day: dt.date, airflow_run_id: str | None = None, settings: Setti
             folder = report_location(day, s)
             seconds = time.perf_counter() - started
             result = day_result(check, decision.verdict, run_id, folder, airflow_run_id, seconds)
+            result["retrain_conf"] = (
+                retrain_plan(day, policy).as_conf(decision.verdict.reason)
+                if decision.verdict.retrain
+                else None
+            )
+            result["mlflow_experiment_id"] = registry.configure_mlflow(s).get_run(run_id).info.experiment_id
             write_reports(local, folder, verdict_record(result, check, decision, policy))
             log_run(run_id, local, check.report.summary, check.performance, result, s)
             if decision.verdict.retrain and not decision.verdict.reissue:
@@ -178,6 +186,7 @@ def day_result(
         "prediction_psi": finite(summary.prediction.score) if summary.prediction else None,
         "performance": check.performance.as_dict(),
         "report_url": folder.url,
+        "report_html_url": folder.join(HTML_NAME).url,
         "mlflow_run_id": run_id,
         "airflow_run_id": airflow_run_id,
         "rows": check.sample.rows,

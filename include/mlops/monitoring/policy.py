@@ -16,8 +16,14 @@ never triggered: the check's run failed before its trigger) asks again, with the
 reason, whatever the day's signals now: the verdict is a **reissue** and records nothing new.
 
 The cooldown counts partition days, not wall-clock time, so that a backfill behaves like the days
-it replays. Keep it above the label delay (5 days) plus the training's out-of-time days, so that
-the next retrain can see labelled drifted days.
+it replays.
+
+A retrain learns the drifted world (:func:`retrain_plan`): the request is made on the drifted day
+``D``, but ``train_model`` waits (deferred) until the labels of ``D``'s first
+``retrain_labelled_days`` days have all arrived (the label delay is 5 days), then trains on those
+days only, judged on the newest ``retrain_oot_days`` of them. Its reference sample, drawn from
+those days, becomes the drift monitor's reference once it is champion. While it waits, the
+request counts as running, so later drifted days do not ask again.
 
 Every column is judged with the population stability index over the reference's deciles
 (:func:`psi`, :data:`METHOD`).
@@ -165,6 +171,47 @@ class Verdict:
             "suppressed_by": self.suppressed_by,
             "reissue": self.reissue,
         }
+
+
+@dataclass(frozen=True)
+class RetrainPlan:
+    """What a drift retrain requested on ``day`` trains on: ``train_model``'s conf."""
+
+    day: dt.date
+    as_of: dt.date
+    """The day whose labels complete the drifted days: the retrain waits for it, then trains."""
+    window_days: int
+    oot_days: int
+
+    @property
+    def wait_days(self) -> int:
+        """Partition days between the request and the day the retrain can train."""
+        return (self.as_of - self.day).days
+
+    def as_conf(self, reason: str) -> dict[str, Any]:
+        """The ``train_model`` conf of the retrain."""
+        return {
+            "reason": reason,
+            "as_of": self.as_of.isoformat(),
+            "window_days": self.window_days,
+            "oot_days": self.oot_days,
+        }
+
+
+def retrain_plan(day: dt.date, policy: DriftPolicy) -> RetrainPlan:
+    """The drift retrain of ``day``: trained on ``day`` and the days after it, once all are labelled.
+
+    ``retrain_labelled_days`` days from ``day`` on are fully labelled when the labels partition of
+    their last day plus :data:`~include.mlops.core.schema.MAX_LABEL_DELAY_DAYS` is in; training as
+    of that day uses exactly those days (the training window's arithmetic,
+    :func:`include.mlops.training.training_window`): the newest ``retrain_oot_days`` to judge,
+    the others to learn from.
+    """
+    from include.mlops.core.schema import MAX_LABEL_DELAY_DAYS
+
+    days = policy.retrain_labelled_days
+    as_of = day + dt.timedelta(days=days - 1 + MAX_LABEL_DELAY_DAYS)
+    return RetrainPlan(day, as_of, days - policy.retrain_oot_days, policy.retrain_oot_days)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from include.mlops import registry
 from include.mlops.core.settings import resolve_settings
+from include.mlops.monitoring.policy import retrain_plan
 
 if TYPE_CHECKING:
     from include.mlops.core.policies import DriftPolicy
@@ -145,7 +146,8 @@ def last_trigger(settings: Settings | None = None) -> Trigger | None:
 
 
 def retrain_running(trigger: Trigger | None, policy: DriftPolicy, settings: Settings | None = None) -> bool:
-    """Whether the retrain of ``trigger`` still runs: requested less than the timeout ago, no model yet.
+    """Whether the retrain of ``trigger`` still runs: no model yet, and requested less than its wait
+    for labelled drifted days (:func:`~.policy.retrain_plan`) plus the timeout ago.
 
     Its model is a version whose ``reason`` tag starts with ``drift on <trigger day>`` (the reason
     travels from the trigger to ``train_model`` and onto the version it registers). A request time
@@ -163,7 +165,8 @@ def retrain_running(trigger: Trigger | None, policy: DriftPolicy, settings: Sett
     if requested.tzinfo is None:
         requested = requested.replace(tzinfo=dt.UTC)
     age_hours = (dt.datetime.now(dt.UTC) - requested).total_seconds() / 3600
-    if age_hours >= policy.retrain_timeout_hours:
+    # The retrain waits (deferred) for the labels of the drifted days before it trains.
+    if age_hours >= policy.retrain_timeout_hours + 24 * retrain_plan(trigger.day, policy).wait_days:
         return False
     s = resolve_settings(settings)
     client = registry.configure_mlflow(s)

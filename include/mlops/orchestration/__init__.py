@@ -155,6 +155,53 @@ class DayMarker:
         return self.url("YYYY-MM-DD")
 
 
+def training_day(context: Any) -> dt.date:
+    """The day a ``train_model`` run trains as of: its ``as_of`` param, else the night's day.
+
+    A nightly run at ``D+1 02:00`` (its logical date) trains as of ``D``, the last day whose
+    labels drop is in; a drift retrain or a manual run names its day. Must agree with the
+    ``--as-of`` template of :data:`~.training_backend.TRAINING_ARGV`.
+    """
+    as_of = (context.get("params") or {}).get("as_of")
+    if as_of:
+        return parse_day(as_of, "`as_of` param")
+    logical = context.get("logical_date")
+    if logical is None:
+        raise ValueError("this train_model run has no `as_of` param and no logical date")
+    return logical.date() - dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class TrainingLabels:
+    """A templated field's value: the lake file of the labels partition a training run waits for."""
+
+    base_url: str
+    dataset: str = "labels"
+
+    def url(self, day: dt.date | str) -> str:
+        """The partition file's URL for ``day``."""
+        return f"{lake.partition_url(self.base_url, self.dataset, day)}/{lake.DATA_FILE}"
+
+    def __call__(self, context: Any, jinja_env: Any = None) -> str:
+        return self.url(training_day(context))
+
+    def serialize(self) -> str:
+        """How the field reads in the UI before a run has rendered it."""
+        return self.url("AS-OF-DAY")
+
+
+def _file_sensor(path: DayMarker | TrainingLabels, **kwargs: Any) -> BaseOperator:
+    """A deferrable sensor on a file of a local folder or an S3 bucket (the path's scheme decides)."""
+    kwargs.setdefault("poke_interval", settings().sensor_poke_seconds)
+    if path.base_url.startswith("s3://"):
+        from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+
+        return S3KeySensor(bucket_key=path, aws_conn_id="aws_default", deferrable=True, **kwargs)
+    from airflow.providers.standard.sensors.filesystem import FileSensor
+
+    return FileSensor(filepath=path, fs_conn_id="fs_default", deferrable=True, **kwargs)
+
+
 def landing_sensor(dataset: str, **kwargs: Any) -> BaseOperator:
     """A deferrable sensor on the day's ``_SUCCESS`` marker, for a local or an S3 landing zone.
 
@@ -162,20 +209,35 @@ def landing_sensor(dataset: str, **kwargs: Any) -> BaseOperator:
     """
     marker = DayMarker(settings().landing_url, dataset)
     kwargs.setdefault("task_id", "wait_for_drop")
-    kwargs.setdefault("poke_interval", settings().sensor_poke_seconds)
     kwargs.setdefault("timeout", dt.timedelta(hours=12).total_seconds())
     kwargs.setdefault(
         "doc_md",
         f"Waits (deferred, no worker slot) for `{marker.serialize()}`, the run's day "
         "(partition key, `day` param or logical date; anything but `YYYY-MM-DD` fails at once).",
     )
-    if marker.base_url.startswith("s3://"):
-        from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+    return _file_sensor(marker, **kwargs)
 
-        return S3KeySensor(bucket_key=marker, aws_conn_id="aws_default", deferrable=True, **kwargs)
-    from airflow.providers.standard.sensors.filesystem import FileSensor
 
-    return FileSensor(filepath=marker, fs_conn_id="fs_default", deferrable=True, **kwargs)
+TRAINING_LABELS_WAIT = dt.timedelta(days=14)
+"""How long a training run waits for its labels: a drift retrain waits for the labels of its
+drifted days (``MLOPS_DRIFT_RETRAIN_LABELLED_DAYS`` plus the 5-day label delay)."""
+
+
+def training_labels_sensor(**kwargs: Any) -> BaseOperator:
+    """A deferrable sensor on the lake's labels partition of the day a training run trains as of.
+
+    A nightly run finds its night's labels already in; a drift retrain waits here, deferred and
+    visible in the UI, until its drifted days are labelled (:func:`training_day`).
+    """
+    labels = TrainingLabels(settings().lake_url)
+    kwargs.setdefault("task_id", "wait_for_labels")
+    kwargs.setdefault("timeout", TRAINING_LABELS_WAIT.total_seconds())
+    kwargs.setdefault(
+        "doc_md",
+        f"Waits (deferred, no worker slot) for `{labels.serialize()}`: the labels ingested for the day "
+        "this run trains as of (`as_of` param, else the night before the logical date).",
+    )
+    return _file_sensor(labels, **kwargs)
 
 
 def land_day(dataset: str, context: Any) -> dict:

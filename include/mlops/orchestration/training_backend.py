@@ -30,7 +30,8 @@ TRAINING_ARGV: list[str] = [
     "include.mlops",
     "train",
     "--as-of",
-    "{{ params.as_of or ds }}",
+    # orchestration.training_day: the as_of param, else the night's day (the day before the logical date).
+    "{{ params.as_of or macros.ds_add(ds, -1) }}",
     "--window-days",
     "{{ params.window_days }}",
     "--oot-days",

@@ -7,6 +7,7 @@ inspected and called with a check's result (the request store is replaced by a r
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,12 @@ RESULT = {
     "reason": "drift on 2026-01-15: 3/8 key features drifted",
     "train_run_id": train_run_id(DAY),
     "explanation": "retrain (features): drift on 2026-01-15",
+    "retrain_conf": {
+        "reason": "drift on 2026-01-15: 3/8 key features drifted",
+        "as_of": "2026-01-24",
+        "window_days": 3,
+        "oot_days": 2,
+    },
 }
 
 
@@ -55,9 +62,12 @@ def test_the_trigger_uses_the_days_run_id_and_skips_a_run_that_exists(dag: Any) 
     assert render(trigger.trigger_run_id) == "drift__2026-01-15"
     assert trigger.skip_when_already_exists is True
     assert trigger.reset_dag_run is False
-    assert {k: render(v) for k, v in trigger.conf.items()} == {
+    # The conf renders as JSON, which the operator loads: the window's numbers stay numbers.
+    assert json.loads(render(trigger.conf)) == {
         "reason": RESULT["reason"],
-        "as_of": "2026-01-15",
+        "as_of": "2026-01-24",
+        "window_days": 3,
+        "oot_days": 2,
     }
 
 
