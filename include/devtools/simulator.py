@@ -15,8 +15,10 @@ Population (derived from the seed only, never from the day):
   category-dependent share of the others (travel 70 %, electronics 50 %, ...), ``pos`` otherwise,
   and a popularity (lognormal). ``card_present`` is true for ``pos`` and ``atm``, false online.
   A payment's country is its merchant's country; its currency is that country's currency
-  (:data:`~include.mlops.schema.COUNTRY_CURRENCY`). Amounts are drawn on one price scale whatever
-  the currency: the contract bounds every amount by ``MAX_AMOUNT``, so no exchange rate is applied.
+  (:data:`~include.mlops.schema.COUNTRY_CURRENCY`); its ``card_country`` is the card holder's
+  home country (the card was issued there), whatever the merchant's. Amounts are drawn on one
+  price scale whatever the currency: the contract bounds every amount by ``MAX_AMOUNT``, so no
+  exchange rate is applied.
 
 A day (all times UTC; the portfolio is mostly European):
 
@@ -588,6 +590,8 @@ def _generate(
             "merchant_category": _CATEGORY_ARRAY.take(pa.array(pop.m_category[rows.merchant])),
             "channel": _CHANNEL_ARRAY.take(pa.array(kind)),
             "card_present": pa.array(kind != _ONLINE, type=pa.bool_()),
+            # The card was issued in its holder's home country: derived, no random draw.
+            "card_country": _COUNTRY_ARRAY.take(pa.array(pop.home[rows.customer])),
         },
         schema=TRANSACTIONS.arrow_schema,
     )

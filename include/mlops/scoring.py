@@ -16,9 +16,16 @@ do not change with every promotion; ``rescore_with_current_champion`` asks for t
 
 The predictions partition (``$MLOPS_LAKE_URL/predictions/dt=DAY/part-00000.parquet``,
 :func:`predictions_file`) holds, per payment: the :data:`PREDICTION_KEYS`, the champion's input features,
-:data:`SCORE_CHAMPION` and :data:`CHAMPION_VERSION`, :data:`SCORE_CHALLENGER` and
-:data:`CHALLENGER_VERSION` (NaN and :data:`NO_CHALLENGER` when there is no distinct challenger).
+:data:`SCORE_CHAMPION`, :data:`FLAGGED_CHAMPION` and :data:`CHAMPION_VERSION`, :data:`SCORE_CHALLENGER`
+and :data:`CHALLENGER_VERSION` (NaN and :data:`NO_CHALLENGER` when there is no distinct challenger).
 The drift monitor reads the features and scores from it, so it never recomputes them.
+
+The decision flag: :data:`FLAGGED_CHAMPION` is true when the champion's score is at or above the
+operating threshold recorded on the champion's version
+(:data:`~include.mlops.registry.OPERATING_THRESHOLD_TAG`, set at registration: the score at the
+policy's 1 % false-positive rate on that version's out-of-time days), the same threshold the
+scoring service reads. A version that records none (registered before thresholds were recorded)
+gets a null flag on every row, with a warning: "no decision" is never written as "not flagged".
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from include.mlops import lake, registry
 from include.mlops.core.schema import (
     CHALLENGER_VERSION,
     CHAMPION_VERSION,
+    FLAGGED_CHAMPION,
     NO_CHALLENGER,
     PREDICTION_KEYS,
     SCORE_CHALLENGER,
@@ -96,7 +104,8 @@ def score_day(
     twice leaves one copy. Raises :class:`NoChampionError` when the aliases are asked for before
     the first promotion, :class:`RecordedModelGone` when a recorded version was deleted. Returns
     ``{"day", "rows", "champion_version", "challenger_version", "versions_from", "flagged_at_0.5",
-    "path", "seconds"}``.
+    "operating_threshold", "flagged", "path", "seconds"}`` (``flagged``: payments at or above the
+    champion's operating threshold; ``None`` with the threshold when the version records none).
     """
     from include.mlops.features import with_features
 
@@ -105,7 +114,8 @@ def score_day(
     recorded = None if rescore_with_current_champion else _recorded_models(day, s)
     models = recorded or _models(day, s)
     frame = with_features(_read_transactions(day, s), s)
-    predictions = _predictions(frame, models, s)
+    threshold = _operating_threshold(models.champion, s)
+    predictions = _predictions(frame, models, threshold, s)
     file = _write(day, predictions, s)
     result = {
         "day": day.isoformat(),
@@ -114,6 +124,8 @@ def score_day(
         "challenger_version": models.challenger,
         "versions_from": models.source,
         "flagged_at_0.5": int((predictions[SCORE_CHAMPION] >= 0.5).sum()),
+        "operating_threshold": threshold,
+        "flagged": None if threshold is None else int(predictions[FLAGGED_CHAMPION].sum()),
         "path": file.url,
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -195,13 +207,37 @@ def _read_transactions(day: dt.date, s: Settings) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _predictions(frame: pd.DataFrame, models: _Models, s: Settings) -> pd.DataFrame:
-    """One row per payment: keys, the champion's inputs, both scores and versions; by transaction id."""
+def _operating_threshold(version: int, s: Settings) -> float | None:
+    """The operating threshold recorded on ``version``; ``None`` (with a warning) when there is none."""
+    threshold = registry.operating_threshold(registry.configure_mlflow(s), s.model_name, version)
+    if threshold is None:
+        logger.warning(
+            "version %s of %s records no %s (registered before thresholds were recorded): %s is null "
+            "on every row; a retrained version records one",
+            version, s.model_name, registry.OPERATING_THRESHOLD_TAG, FLAGGED_CHAMPION,
+        )  # fmt: skip
+    return threshold
+
+
+def decision_flags(scores: np.ndarray, threshold: float | None) -> pd.api.extensions.ExtensionArray:
+    """Whether each score is at or above ``threshold``: nullable booleans, all null without one."""
+    import numpy as np
+    import pandas as pd
+
+    if threshold is None:
+        return pd.array([pd.NA] * len(scores), dtype="boolean")
+    return pd.array(np.asarray(scores) >= threshold, dtype="boolean")
+
+
+def _predictions(frame: pd.DataFrame, models: _Models, threshold: float | None, s: Settings) -> pd.DataFrame:
+    """One row per payment: keys, the champion's inputs, both scores and versions, the champion's
+    decision flag; by transaction id."""
     champion_uri = registry.model_uri(models.champion, s)
     out = frame[list(PREDICTION_KEYS)].copy()
     for column in registry.feature_columns(champion_uri):
         out[column] = frame[column].astype("float64")
     out[SCORE_CHAMPION] = registry.load_scorer(champion_uri)(frame)
+    out[FLAGGED_CHAMPION] = decision_flags(out[SCORE_CHAMPION].to_numpy(), threshold)
     out[CHAMPION_VERSION] = models.champion
     if models.challenger is None:
         out[SCORE_CHALLENGER], out[CHALLENGER_VERSION] = float("nan"), NO_CHALLENGER

@@ -368,7 +368,8 @@ def registry_state(s: Settings) -> dict[str, Any]:
 
 
 def masked(result: dict[str, Any]) -> dict[str, Any]:
-    """A task's result with its timestamps masked."""
+    """A task's result with its timestamps masked and its timings left out."""
+    result = {k: v for k, v in result.items() if k != "seconds"}
     return json.loads(_TIME.sub("<time>", json.dumps(result, sort_keys=True, default=str)))
 
 
@@ -393,19 +394,30 @@ def kill_everywhere(faults: Faults, operation: Any, snapshot: Snapshot, s: Setti
 
 
 def cached_evaluations(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each pair of versions evaluated once (the OOT rows and the scores are the same every time), and
-    a lighter bootstrap: the runs of these tests differ in their MLflow calls only."""
-    from include.mlops.promotion import evaluation, promote
+    """Each pair of versions evaluated and judged once (the OOT rows, the scores and the gate's
+    decision are the same every time), a lighter bootstrap and no plots (tested in
+    test_promotion_gate.py): the runs of these tests differ in their MLflow calls only."""
+    from include.mlops.promotion import evaluation, gate, promote
 
     monkeypatch.setenv("MLOPS_PROMOTION_BOOTSTRAP", "100")
+    monkeypatch.setenv("MLOPS_PROMOTION_SLICE_BOOTSTRAP", "20")
     done: dict[tuple[int, int | None], Any] = {}
+    judged: dict[tuple[int | None, int | None], Any] = {}
 
     def evaluate_once(challenger: int, champion: int | None, *args: Any, **kwargs: Any) -> Any:
         if (challenger, champion) not in done:
             done[challenger, champion] = evaluation.evaluate(challenger, champion, *args, **kwargs)
         return done[challenger, champion]
 
+    def judge_once(y: Any, challenger: Any, champion: Any, *args: Any, **kwargs: Any) -> Any:
+        key = (challenger.version, champion.version if champion else None)
+        if key not in judged:
+            judged[key] = gate.judge(y, challenger, champion, *args, **kwargs)
+        return judged[key]
+
     monkeypatch.setattr(promote, "evaluate", evaluate_once)
+    monkeypatch.setattr(promote, "judge", judge_once)
+    monkeypatch.setattr(promote, "log_gate_artifacts", lambda *args, **kwargs: None)
 
 
 KILL_POINTS: dict[str, int] = {}
@@ -511,6 +523,100 @@ def _check_retry_after_the_alias_moved(
     state = registry_state(s)
     assert back()["outcome"] == "already_champion"
     assert registry_state(s) == state
+
+
+def _answer(option: str, comment: str = "", user: str | None = "risk officer") -> dict[str, Any]:
+    """The result of the ``review`` task as the HITL operator returns it (no user: timed out)."""
+    import datetime as dt
+
+    return {
+        "chosen_options": [option],
+        "params_input": {"comment": comment},
+        "responded_by_user": {"id": "u1", "name": user} if user else None,
+        "responded_at": dt.datetime(2026, 1, 26, 9, 30, tzinfo=dt.UTC),
+    }
+
+
+def test_a_review_is_asked_before_the_alias_moves_and_its_answer_is_recorded(
+    policy_env: Settings, zoo: Zoo, faults: Faults, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from include.mlops import promotion
+
+    s = policy_env
+    cached_evaluations(monkeypatch)
+    client, name = registry.configure_mlflow(s), s.model_name
+    weak = register(zoo, "weak", "run-weak", s)
+    promotion.evaluate_and_promote_run("run-weak")
+    good = register(zoo, "good", "run-good", s)
+
+    asked = promotion.evaluate_and_promote_run("run-good", review=True)
+    assert (asked["outcome"], asked["awaiting_review"], asked["promoted"]) == (
+        "awaiting_approval",
+        True,
+        False,
+    )
+    assert registry.champion_version() == weak and asked["champion_after"] == weak
+    tags = client.get_model_version(name, str(good)).tags
+    assert (tags["decision"], tags["decision_status"], tags["compared_with"]) == (
+        "awaiting_approval", "pending", str(weak),
+    )  # fmt: skip
+    # A retried judge asks the same question (same decision time, one report).
+    promotion.evaluate_and_promote_run("run-good", review=True)
+    assert client.get_model_version(name, str(good)).tags["decided_at"] == tags["decided_at"]
+    assert len(client.list_artifacts(asked["run_id"], "promotion")) == 1
+    body = promotion.review_body(asked, "http://mlflow/run", 24)
+    assert f"version {good}" in body and "http://mlflow/run" in body and "Approve" in body
+
+    waiting = Snapshot(s, tmp_path / "awaiting-review")
+    approve = functools.partial(
+        promotion.conclude_review, "run-good", _answer("Approve", "checked the slices and the regions")
+    )
+    approved, points = kill_everywhere(faults, approve, waiting, s)
+    KILL_POINTS["review (approved)"] = points
+    assert (approved["outcome"], approved["champion_before"], approved["champion_after"]) == (
+        "promoted", weak, good,
+    )  # fmt: skip
+    assert "approved by risk officer" in approved["reason"] and approved["review"]["outcome"] == "approved"
+    tags = client.get_model_version(name, str(good)).tags
+    assert (tags["review_outcome"], tags["reviewed_by"], tags["decision_status"]) == (
+        "approved", "risk officer", "recorded",
+    )  # fmt: skip
+    assert tags["review_comment"] == "checked the slices and the regions"
+    state = registry_state(s)
+    assert promotion.conclude_review("run-good", _answer("Reject"))["outcome"] == "promoted"
+    assert registry_state(s) == state  # a concluded review is not answered twice
+
+    _check_rejections(s, zoo, waiting, weak=weak, good=good)
+    print(f"kill points tried: {KILL_POINTS}")
+
+
+def _check_rejections(s: Settings, zoo: Zoo, waiting: Snapshot, weak: int, good: int) -> None:
+    """Rejected, timed out, or answered after the champion moved: the alias stays, and says why."""
+    from include.mlops import promotion
+
+    client, name = registry.configure_mlflow(s), s.model_name
+    waiting.restore()
+    rejected = promotion.conclude_review("run-good", _answer("Reject", "fraud ops are not ready"))
+    assert (rejected["outcome"], rejected["champion_after"]) == ("rejected_in_review", weak)
+    assert rejected["reason"].startswith("rejected in review by risk officer")
+    assert registry.champion_version() == weak
+    with pytest.raises(promotion.PromotionError, match=r"rejected by the promotion gate \(its reviewer"):
+        promotion.rollback(good, reason="serve it anyway")
+
+    waiting.restore()
+    timed_out = promotion.conclude_review("run-good", _answer("Reject", user=None))
+    assert timed_out["outcome"] == "rejected_in_review" and "no review within 24 h" in timed_out["reason"]
+    assert client.get_model_version(name, str(good)).tags["review_outcome"] == "timed_out"
+
+    waiting.restore()
+    register(zoo, "good", "run-other", s)
+    other = promotion.evaluate_and_promote_run("run-other", review=False)
+    assert other["promoted"]
+    late = promotion.conclude_review("run-good", _answer("Approve", "looks fine"))
+    assert late["outcome"] == "kept_champion" and "the champion moved from version" in late["reason"]
+    assert registry.champion_version() == other["challenger_version"]
+    with pytest.raises(promotion.PromotionError, match="awaits no review"):
+        promotion.conclude_review("run-other", _answer("Approve"))
 
 
 def test_a_version_the_gate_rejected_is_served_again_only_with_force(

@@ -187,6 +187,58 @@ class PromotionPolicy(_FromEnv):
         "`200000`",
         default=200_000,
     )
+    slice_min_positives: int = knob(
+        "MLOPS_PROMOTION_SLICE_MIN_POSITIVES",
+        "frauds a slice (and a card-holder region, for its recall) needs to be judged; smaller ones "
+        "are reported, not gated",
+        "`30`",
+        default=30,
+    )
+    slice_margin: float = knob(
+        "MLOPS_PROMOTION_SLICE_MARGIN",
+        "PR-AUC the challenger may lose in a judged slice; a larger loss that the bootstrap says is "
+        "no chance refuses it",
+        "`0.05`",
+        default=0.05,
+    )
+    slice_bootstrap: int = knob(
+        "MLOPS_PROMOTION_SLICE_BOOTSTRAP",
+        "paired bootstrap iterations per judged slice; `0` judges slices on point estimates only",
+        "`200`",
+        default=200,
+    )
+    fairness_max_disparity: float = knob(
+        "MLOPS_PROMOTION_FAIRNESS_MAX_DISPARITY",
+        "bound on the worst card-holder region's false-positive rate over all customers' (and on "
+        "all customers' recall over the worst region's) at the operating point",
+        "`2.0`",
+        default=2.0,
+    )
+    fairness_margin: float = knob(
+        "MLOPS_PROMOTION_FAIRNESS_MARGIN",
+        "how much the challenger's disparity may exceed the champion's",
+        "`0.25`",
+        default=0.25,
+    )
+    fairness_min_negatives: int = knob(
+        "MLOPS_PROMOTION_FAIRNESS_MIN_NEGATIVES",
+        "good payments a card-holder region needs for its false-positive rate to be judged",
+        "`1000`",
+        default=1000,
+    )
+    approval: str = knob(
+        "MLOPS_PROMOTION_APPROVAL",
+        "`automatic`, or `required`: `train_model` waits for a reviewer to approve (Airflow "
+        "human-in-the-loop) before `champion` moves",
+        "`automatic`",
+        default="automatic",
+    )
+    approval_timeout_hours: float = knob(
+        "MLOPS_PROMOTION_APPROVAL_TIMEOUT_HOURS",
+        "a review not answered within this rejects the challenger",
+        "`24`",
+        default=24.0,
+    )
     lock_timeout: float = knob(
         "MLOPS_PROMOTION_LOCK_TIMEOUT",
         "seconds to wait for the model's lock (promotion, rollback, drift decision)",
@@ -204,7 +256,39 @@ class PromotionPolicy(_FromEnv):
             problems.append("MLOPS_PROMOTION_BOOTSTRAP and MLOPS_PROMOTION_MARGIN must not be negative")
         if self.lock_timeout < 0:
             problems.append(f"MLOPS_PROMOTION_LOCK_TIMEOUT={self.lock_timeout} must not be negative")
+        problems += self._gate_problems()
         _problems(problems, "promotion policy")
+
+    def _gate_problems(self) -> list[str]:
+        """What is wrong with the slice, fairness and approval knobs."""
+        problems = []
+        if self.slice_margin < 0 or self.fairness_margin < 0 or self.slice_bootstrap < 0:
+            problems.append(
+                "MLOPS_PROMOTION_SLICE_MARGIN, MLOPS_PROMOTION_FAIRNESS_MARGIN and "
+                "MLOPS_PROMOTION_SLICE_BOOTSTRAP must not be negative"
+            )
+        if self.slice_min_positives < 1 or self.fairness_min_negatives < 1:
+            problems.append(
+                "MLOPS_PROMOTION_SLICE_MIN_POSITIVES and MLOPS_PROMOTION_FAIRNESS_MIN_NEGATIVES must be "
+                "at least 1"
+            )
+        if not self.fairness_max_disparity >= 1:
+            problems.append(
+                f"MLOPS_PROMOTION_FAIRNESS_MAX_DISPARITY={self.fairness_max_disparity} must be at least 1 "
+                "(a ratio of the worst group to all customers)"
+            )
+        if self.approval not in ("automatic", "required"):
+            problems.append(f"MLOPS_PROMOTION_APPROVAL={self.approval!r}: expected automatic or required")
+        if not self.approval_timeout_hours > 0:
+            problems.append(
+                f"MLOPS_PROMOTION_APPROVAL_TIMEOUT_HOURS={self.approval_timeout_hours} must be positive"
+            )
+        return problems
+
+    @property
+    def approval_required(self) -> bool:
+        """Whether a reviewer must approve a promotion before the alias moves."""
+        return self.approval == "required"
 
 
 DRIFT_FEATURES: tuple[str, ...] = (
@@ -279,16 +363,24 @@ class DriftPolicy(_FromEnv):
     )
     retrain_labelled_days: int = knob(
         "MLOPS_DRIFT_RETRAIN_LABELLED_DAYS",
-        "fully labelled days of the drifted world a drift retrain waits for and learns from (it "
-        "trains as of the drifted day + this - 1 + the 5-day label delay)",
+        "fully labelled days of the drifted world a drift retrain waits for (it trains as of the "
+        "drifted day + this - 1 + the 5-day label delay)",
         "`5`",
         default=5,
     )
     retrain_oot_days: int = knob(
         "MLOPS_DRIFT_RETRAIN_OOT_DAYS",
-        "of those days, the newest ones the drift retrain is judged on (out of time)",
+        "of those days, the newest ones the drift retrain is judged on (out of time); it learns from "
+        "the others",
         "`2`",
         default=2,
+    )
+    retrain_window_days: int = knob(
+        "MLOPS_DRIFT_RETRAIN_WINDOW_DAYS",
+        "training days of a drift retrain: its drifted days and the days before them, so that it keeps "
+        "what did not change",
+        "`14`",
+        default=14,
     )
     retrain_timeout_hours: float = knob(
         "MLOPS_DRIFT_RETRAIN_TIMEOUT_HOURS",
@@ -320,10 +412,16 @@ class DriftPolicy(_FromEnv):
             problems.append(f"MLOPS_DRIFT_PERFORMANCE_DAYS={self.performance_days} must be at least 1")
         if self.min_positives < 1:
             problems.append(f"MLOPS_DRIFT_MIN_POSITIVES={self.min_positives} must be at least 1")
-        if self.retrain_oot_days < 1 or self.retrain_labelled_days - self.retrain_oot_days < 2:
+        if self.retrain_oot_days < 1 or self.retrain_labelled_days - self.retrain_oot_days < 1:
             problems.append(
-                f"MLOPS_DRIFT_RETRAIN_LABELLED_DAYS={self.retrain_labelled_days} must leave at least two "
-                f"training days beside MLOPS_DRIFT_RETRAIN_OOT_DAYS={self.retrain_oot_days} (at least 1)"
+                f"MLOPS_DRIFT_RETRAIN_LABELLED_DAYS={self.retrain_labelled_days} must leave at least "
+                f"one drifted training day beside MLOPS_DRIFT_RETRAIN_OOT_DAYS={self.retrain_oot_days} "
+                "(at least 1)"
+            )
+        if self.retrain_window_days < self.retrain_labelled_days - self.retrain_oot_days:
+            problems.append(
+                f"MLOPS_DRIFT_RETRAIN_WINDOW_DAYS={self.retrain_window_days} must cover the drifted training "
+                "days (MLOPS_DRIFT_RETRAIN_LABELLED_DAYS - MLOPS_DRIFT_RETRAIN_OOT_DAYS)"
             )
         if self.retrain_timeout_hours < 0:
             problems.append(

@@ -111,6 +111,12 @@ TRANSACTIONS = Dataset(
         Column("merchant_category", pa.string(), domain=MERCHANT_CATEGORIES, doc="Merchant category."),
         Column("channel", pa.string(), domain=CHANNELS, doc="pos, online or atm."),
         Column("card_present", pa.bool_(), doc="Whether the card was physically present."),
+        Column(
+            "card_country",
+            pa.string(),
+            domain=COUNTRIES,
+            doc="ISO 3166 country that issued the card (known from its BIN): the card holder's home.",
+        ),
     ),
 )
 
@@ -152,6 +158,11 @@ PREDICTION_KEYS: tuple[str, ...] = ("transaction_id", "event_timestamp", "custom
 
 SCORE_CHAMPION = "score_champion"
 """The champion's fraud probability."""
+
+FLAGGED_CHAMPION = "flagged_champion"
+"""Whether :data:`SCORE_CHAMPION` is at or above the champion's operating threshold (the version
+tag ``operating_threshold``): the payment would be declined. Null when that version records no
+threshold, so that no reader mistakes "no decision" for "not flagged"."""
 
 SCORE_CHALLENGER = "score_challenger"
 """The shadow challenger's fraud probability (NaN without a distinct challenger)."""

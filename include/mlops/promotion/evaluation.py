@@ -1,6 +1,7 @@
 """Both models scored on the challenger's out-of-time days, rebuilt exactly as training saw them.
 
-:func:`version_for_run` finds the version an Airflow run registered; :func:`evaluate` reads the
+:func:`version_for_run` finds the version an Airflow run registered (:func:`challenger_run` its
+training run, for the UI's link); :func:`evaluate` reads the
 OOT days recorded on it (tags ``oot_start`` / ``oot_end``), rebuilds their rows from the lake and
 Feast (:func:`include.mlops.training.oot_frame`) and scores them with both models. A model that
 cannot be scored is not an error here: its :class:`~.policy.ModelScores` says why, and the
@@ -48,6 +49,21 @@ def version_for_run(airflow_run_id: str, settings: Settings | None = None) -> in
     return max(int(v.version) for v in found)
 
 
+def run_of(client: Any, name: str, version: int) -> tuple[str | None, str | None]:
+    """``(experiment_id, run_id)`` of the training run of ``version`` (``None`` when unknown)."""
+    run_id = client.get_model_version(name, str(version)).run_id
+    if not run_id:
+        return None, None
+    return client.get_run(run_id).info.experiment_id, run_id
+
+
+def challenger_run(airflow_run_id: str, settings: Settings | None = None) -> tuple[str | None, str | None]:
+    """``(experiment_id, run_id)`` of the training run of the version ``airflow_run_id`` registered."""
+    s = resolve_settings(settings)
+    client = registry.configure_mlflow(s)
+    return run_of(client, s.model_name, version_for_run(airflow_run_id, s))
+
+
 @dataclass
 class Evaluation:
     """Both models scored on the challenger's OOT rows, with the data's lineage."""
@@ -91,10 +107,10 @@ def evaluate(
     oot_start, oot_end = _oot_days(version, s.model_name)
     if frame is None:
         frame = _rebuild_oot_rows(oot_start, oot_end, s)
-    challenger = _score(challenger_version, frame, s)
+    challenger = _score(client, challenger_version, frame, s)
     champion = None
     if champion_version is not None and champion_version != challenger_version:
-        champion = _score(champion_version, frame, s)
+        champion = _score(client, champion_version, frame, s)
     return Evaluation(
         challenger=challenger,
         champion=champion,
@@ -134,9 +150,9 @@ def _rebuild_oot_rows(start: dt.date, end: dt.date, s: Settings) -> pd.DataFrame
     return frame
 
 
-def _score(version: int, frame: pd.DataFrame, s: Settings) -> ModelScores:
-    """One version's scores on ``frame``, or why there are none (unreadable signature, missing
-    columns, a scoring error)."""
+def _score(client: Any, version: int, frame: pd.DataFrame, s: Settings) -> ModelScores:
+    """One version's scores on ``frame`` with its recorded operating threshold, or why there are no
+    scores (unreadable signature, missing columns, a scoring error)."""
     uri = registry.model_uri(version, s)
     try:
         columns = registry.feature_columns(uri)
@@ -146,6 +162,8 @@ def _score(version: int, frame: pd.DataFrame, s: Settings) -> ModelScores:
     if missing:
         return ModelScores(version, None, columns, missing)
     try:
-        return ModelScores(version, registry.load_scorer(uri)(frame), columns)
+        scores = registry.load_scorer(uri)(frame)
     except Exception as error:
         return ModelScores(version, None, columns, error=f"{type(error).__name__}: {error}")
+    threshold = registry.operating_threshold(client, s.model_name, version)
+    return ModelScores(version, scores, columns, threshold=threshold)

@@ -32,12 +32,16 @@ from include.mlops.training.evaluation import (
     Evaluation,
     draw_reference_sample,
     evaluate,
+    operating_threshold,
 )
 from include.mlops.training.lineage import (
+    SCHEMA_SAMPLE_ROWS,
     Lineage,
     code_sha256,
     code_version,
     fingerprint_digest,
+    input_datasets,
+    lake_dataset,
     package_version,
     partition_fingerprint,
     record_lineage,
@@ -58,6 +62,7 @@ from include.mlops.training.model import (
     xgb_params,
 )
 from include.mlops.training.registration import (
+    FEATURE_IMPORTANCE_ARTIFACT,
     Registered,
     TrainingRequest,
     log_and_register,
@@ -75,8 +80,10 @@ from include.mlops.training.window import (
 
 __all__ = [
     "EARLY_STOPPING_ROUNDS",
+    "FEATURE_IMPORTANCE_ARTIFACT",
     "MAX_BASELINE_ROWS",
     "REFERENCE_ROWS",
+    "SCHEMA_SAMPLE_ROWS",
     "VALIDATION_SHARE",
     "WEIGHT",
     "BoostingReport",
@@ -102,8 +109,11 @@ __all__ = [
     "fit_baseline",
     "fit_models",
     "fit_xgboost",
+    "input_datasets",
+    "lake_dataset",
     "log_and_register",
     "oot_frame",
+    "operating_threshold",
     "package_version",
     "partition_files",
     "partition_fingerprint",

@@ -1,8 +1,11 @@
-"""How good the model is: its metrics on the out-of-time days beside the baseline's, and the reference
-sample the drift monitor compares served traffic with.
+"""How good the model is: its metrics on the out-of-time days beside the baseline's, its operating
+threshold, and the reference sample the drift monitor compares served traffic with.
 
 :func:`evaluate` is the training run's step; its :attr:`Evaluation.metrics` are what the MLflow run
-logs (and :func:`~include.mlops.training.trainer.train` returns).
+logs (and :func:`~include.mlops.training.trainer.train` returns). :func:`operating_threshold` is
+the score from which a payment is declined: the one whose false-positive rate on the OOT days is
+the policy's (1 %); registration records it on the version, batch scoring and the scoring
+service read it from there, and promotion audits fairness at it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from include.mlops import registry
-from include.mlops.core.metrics import classification_metrics
+from include.mlops.core.metrics import TARGET_FPR, classification_metrics
 from include.mlops.core.schema import LABEL
 
 if TYPE_CHECKING:
@@ -41,6 +44,33 @@ class Evaluation:
     """The model's fraud probability of each OOT row."""
     metrics: dict[str, float]
     """Every metric of the run: quality, sizes of the sets, timings and the device."""
+    threshold: float | None = None
+    """The operating threshold on the OOT days (:func:`operating_threshold`); ``None`` without a
+    good payment to set it on."""
+
+
+def operating_threshold(y: np.ndarray, scores: np.ndarray, fpr: float = TARGET_FPR) -> float | None:
+    """The lowest score ``t`` such that at most ``fpr`` of the good payments (``y == 0``) score ``>= t``.
+
+    A payment is flagged when its score is at least ``t``: on these rows the flags then have
+    a false-positive rate of at most ``fpr`` and the recall of
+    :func:`~include.mlops.core.metrics.recall_at_fpr` (the same distinct-score thresholds).
+    ``None`` when there is no good payment; above every score when even the top one would
+    exceed ``fpr`` (nothing is flagged).
+    """
+    import numpy as np
+
+    s = np.asarray(scores, dtype=np.float64)
+    negatives = np.sort(s[np.asarray(y) == 0])[::-1]
+    if not len(negatives):
+        return None
+    # The same tolerance as recall_at_fpr: fp / negatives <= fpr + 1e-12.
+    allowed = int(np.floor((fpr + 1e-12) * len(negatives)))
+    if allowed >= len(negatives):
+        return float(s.min())
+    bar = negatives[allowed]  # the highest good payment that must stay below the threshold
+    above = s[s > bar]
+    return float(above.min()) if len(above) else float(np.nextafter(bar, np.inf))
 
 
 def evaluate(data: TrainingSet, fitted: FitResult) -> Evaluation:
@@ -49,6 +79,7 @@ def evaluate(data: TrainingSet, fitted: FitResult) -> Evaluation:
 
     scores = fitted.booster.inplace_predict(data.x_oot).astype(np.float64)
     model = classification_metrics(data.y_oot, scores)
+    threshold = operating_threshold(data.y_oot, scores)
     baseline = classification_metrics(
         data.y_oot, fitted.baseline.predict_proba(data.x_oot.to_numpy(dtype="float64"))[:, 1]
     )
@@ -56,7 +87,10 @@ def evaluate(data: TrainingSet, fitted: FitResult) -> Evaluation:
         "OOT PR-AUC %.4f (baseline %.4f), recall at 1%% FPR %.4f",
         model["pr_auc"], baseline["pr_auc"], model["recall_at_1pct_fpr"],
     )  # fmt: skip
-    return Evaluation(model, baseline, scores, _run_metrics(data, fitted, model, baseline))
+    metrics = _run_metrics(data, fitted, model, baseline)
+    if threshold is not None:
+        metrics["operating_threshold"] = threshold
+    return Evaluation(model, baseline, scores, metrics, threshold)
 
 
 def _run_metrics(

@@ -1,10 +1,14 @@
 """One MLflow run per training run, and the registered model version it makes ``challenger``.
 
 The run carries the tags and parameters that say what was trained on what (window, code version,
-device, sampling), the metrics of :mod:`.evaluation`, the lineage artifact of :mod:`.lineage` and
-the drift monitor's reference sample. The model is logged with MLflow's xgboost flavour as a raw
-``Booster`` (objective ``binary:logistic``), so ``mlflow.pyfunc`` ``predict`` returns fraud
-probabilities. The registered version repeats the tags promotion and rollback read.
+device, sampling), the metrics of :mod:`.evaluation`, the lineage artifact of :mod:`.lineage`,
+the training and out-of-time rows as MLflow datasets (their lake source and the files' digest:
+the run's "Datasets used"), the model's feature importance (``evaluation/feature_importance``)
+and the drift monitor's reference sample. The model is logged with MLflow's xgboost flavour as a
+raw ``Booster`` (objective ``binary:logistic``), so ``mlflow.pyfunc`` ``predict`` returns fraud
+probabilities. The registered version repeats the tags promotion and rollback read, and
+:data:`~include.mlops.registry.OPERATING_THRESHOLD_TAG`, the score from which a payment is
+declined.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from include.mlops import features, registry
 from include.mlops.core.settings import resolve_settings
 from include.mlops.training.evaluation import draw_reference_sample
+from include.mlops.training.lineage import input_datasets
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -111,8 +116,13 @@ def _run_params(
 def _version_tags(
     request: TrainingRequest, window: Window, fitted: FitResult, evaluation: Evaluation, lineage: Lineage
 ) -> dict[str, str]:
-    """The registered version's tags: the OOT days promotion rebuilds, and what to tell versions apart by."""
+    """The registered version's tags: the OOT days promotion rebuilds, what to tell versions apart by,
+    and the operating threshold (``repr``: the exact float, so every reader flags the same rows)."""
+    threshold = (
+        {} if evaluation.threshold is None else {registry.OPERATING_THRESHOLD_TAG: repr(evaluation.threshold)}
+    )
     return {
+        **threshold,
         "airflow_run_id": request.airflow_run_id or "",
         "reason": request.reason,
         "train_start": window.train_start.isoformat(),
@@ -154,6 +164,33 @@ def _log_model(booster: Any, data: TrainingSet) -> Any:
     )
 
 
+FEATURE_IMPORTANCE_ARTIFACT = "evaluation/feature_importance"
+"""The run's feature importance: ``.json`` (a table the MLflow UI shows) and ``.png``."""
+
+
+def _log_feature_importance(booster: Any, columns: tuple[str, ...]) -> None:
+    """The booster's total gain per feature, as a table and a bar chart of the top 20."""
+    import mlflow
+    from matplotlib.figure import Figure  # not pyplot: no display, no global state
+
+    gain = booster.get_score(importance_type="total_gain")
+    rows = sorted(((c, float(gain.get(c, 0.0))) for c in columns), key=lambda r: -r[1])
+    total = sum(g for _, g in rows) or 1.0
+    mlflow.log_table(
+        {"feature": [c for c, _ in rows], "total_gain": [g for _, g in rows],
+         "share": [g / total for _, g in rows]},
+        artifact_file=f"{FEATURE_IMPORTANCE_ARTIFACT}.json",
+    )  # fmt: skip
+    top = rows[:20][::-1]
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
+    ax.barh([c for c, _ in top], [g / total for _, g in top])
+    ax.set_xlabel("share of total gain")
+    ax.set_title("Feature importance (XGBoost total gain)")
+    fig.tight_layout()
+    mlflow.log_figure(fig, f"{FEATURE_IMPORTANCE_ARTIFACT}.png")
+
+
 def _log_reference(reference: pd.DataFrame, folder: str) -> None:
     """Log the drift monitor's reference sample as parquet at :data:`registry.REFERENCE_ARTIFACT`."""
     import mlflow
@@ -187,6 +224,9 @@ def log_and_register(
             metrics = {**evaluation.metrics, "peak_rss_mib": _peak_rss_mib()}
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             mlflow.log_dict(lineage.record, registry.LINEAGE_ARTIFACT)
+            for dataset, context in input_datasets(window, data.train, data.oot, s):
+                mlflow.log_input(dataset, context=context)
+            _log_feature_importance(fitted.booster, data.columns)
             _log_reference(draw_reference_sample(data, evaluation, s.seed), tmp)
             info = _log_model(fitted.booster, data)
             run_id = run.info.run_id

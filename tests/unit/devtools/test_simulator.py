@@ -113,6 +113,14 @@ def test_the_population_does_not_depend_on_the_day(week: pd.DataFrame) -> None:
     assert top_share[legit.groupby("customer_id").size() >= 10].median() > 0.25
 
 
+def test_a_card_is_issued_in_its_holders_home_country(week: pd.DataFrame) -> None:
+    per_customer = week.groupby("customer_id").card_country.nunique()
+    assert (per_customer == 1).all(), "a customer's cards came from two countries"
+    assert set(week.card_country) <= set(COUNTRIES) and week.card_country.nunique() >= 8
+    # Payments abroad and cross-border online: the card's country is not the merchant's.
+    assert 0.05 < (week.card_country != week.country).mean() < 0.5
+
+
 # --------------------------------------------------------------------------------------------------
 # Contract
 
