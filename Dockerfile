@@ -1,5 +1,6 @@
 # The project's Airflow image (`astro dev start` builds it) and, unchanged, the training image the
-# KubernetesPodOperator runs (`python -m include.mlops train ...`).
+# KubernetesPodOperator runs (`python -m include.mlops train ...`) and the real-time scoring
+# service's image (`python -m include.mlops serve ...`, see the label below).
 #
 # Astro Runtime 3.3 carries Airflow 3.3; the `-base` variant has no ONBUILD steps, so what goes
 # into the image is spelled out here. Python 3.11 matches the lock (requirements.txt).
@@ -23,6 +24,11 @@ assert have == lock, f'image has Airflow {have}, lock says {lock}'"
 
 # The project itself (see .dockerignore for what stays out: environments, runtime state).
 COPY --chown=astro:0 . .
+
+# The scoring service's container command (deploy/kubernetes/scoring-service.yaml runs it): it
+# needs MLOPS_SERVING_TOKEN in the cluster profile, answers /predict, /health and /ready on 8000.
+LABEL io.card-fraud-mlops.serving-command="python -m include.mlops serve --host 0.0.0.0 --port 8000"
+EXPOSE 8000
 
 # Non-root, as the training pod's security context requires.
 USER astro

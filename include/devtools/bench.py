@@ -28,7 +28,8 @@ work): what a task pays. The scaling exponent is ``log(t2/t1) / log(n2/n1)`` ove
 seconds of the smallest and largest sizes. ``--scheduler`` also runs one day's chain (both
 drops ingested, features, scoring, drift) under a real local Airflow and compares its wall time
 with its tasks' durations on the critical path: the orchestration overhead. Results go to
-``$MLOPS_HOME/bench/latest.json``.
+``$MLOPS_HOME/bench/latest.json``. ``--serving`` measures the scoring service alone instead
+(:mod:`include.devtools.bench_serving`, ``$MLOPS_HOME/bench/serving.json``).
 """
 
 from __future__ import annotations
@@ -249,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also measure one day's chain under a local Airflow (smallest size)",
     )
+    from include.devtools import bench_serving
+
+    bench_serving.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.serving:
+        return bench_serving.run(args, settings().home / "bench")
     sizes = sorted(int(x) for x in args.sizes.split(","))
     root = settings().home / "bench"
     started = time.perf_counter()

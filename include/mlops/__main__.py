@@ -53,6 +53,34 @@ def _cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_features(args: argparse.Namespace) -> int:
+    from include.mlops import features
+
+    if args.action == "apply":
+        print(json.dumps(features.apply_definitions(), indent=2))
+        return 0
+    plan = features.plan_definitions()
+    print(f"Feast plan of the definitions against {plan['registry']} (project {plan['project']}):")
+    print("\n".join(f"  {change}" for change in plan["changes"]) or "  no changes")
+    print(f"  ({plan['unchanged']} objects unchanged)")
+    if args.check and plan["changes"]:
+        print(f"The registry differs from the definitions: `{features.DEPLOY_COMMAND}` deploys them.")
+        return 1
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from include.mlops.core.settings import SettingsError
+    from include.mlops.serving import serve
+
+    try:
+        serve(host=args.host, port=args.port, access_log=args.access_log)
+    except SettingsError as error:
+        logging.getLogger("include.mlops.serving").error("the scoring service does not start: %s", error)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser: one sub-command per function of the package."""
     parser = argparse.ArgumentParser(prog="python -m include.mlops", description=__doc__)
@@ -77,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("settings", help="print every setting's effective value, by concern")
     show.add_argument("--markdown", action="store_true", help="print the README's table of every setting")
     show.set_defaults(func=_cmd_settings)
+
+    feast = commands.add_parser("features", help="deploy the Feast definitions (apply), or plan it")
+    feast.add_argument("action", choices=("apply", "plan"), help="apply: deploy feature_repo/; plan: dry run")
+    feast.add_argument("--check", action="store_true", help="plan: exit 1 when the registry would change")
+    feast.set_defaults(func=_cmd_features)
+
+    serve = commands.add_parser("serve", help="the real-time scoring service (POST /predict, /ready)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (not loopback: a token)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--access-log", action="store_true", help="log every request line (default: off)")
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 

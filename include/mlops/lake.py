@@ -53,6 +53,9 @@ VALIDATION_REPORTS = "validation"
 VALIDATION_RESULT = "validation.json"
 """The Great Expectations result of a validated (or quarantined) drop, beside its Data Docs."""
 DATA_SUFFIXES = (".parquet", ".csv")
+SERVING_REQUESTS = "serving_requests"
+"""The scoring service's request log: a partition per payment day that grows by one file per flush
+(:func:`new_data_file`), read whole with :func:`read_table`."""
 
 
 def feature_snapshots(view: str) -> str:
@@ -235,6 +238,16 @@ def parquet_rows(loc: Location) -> int:
 
     with loc.fs.open_input_file(loc.path) as handle:
         return pq.ParquetFile(handle).metadata.num_rows
+
+
+def new_data_file(folder: Location, now: dt.datetime | None = None) -> Location:
+    """A new data file in a partition that grows by appending files: ``part-<UTC time>-<random>.parquet``.
+
+    Names sort by write time and never collide across writers (processes, pods); each is written
+    once, atomically (:func:`write_bytes`), and :func:`data_files` lists them all.
+    """
+    stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return folder.join(f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet")
 
 
 def replace_partition(folder: Location, data: bytes) -> Location:
