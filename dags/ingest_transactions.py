@@ -7,6 +7,9 @@ Lands one day of card transactions in the lake, gated by Great Expectations.
   processed with a backfill from the UI (or `POST /api/v2/backfills`), one run per day.
 * **wait_for_drop**: a deferrable sensor waits for `transactions/dt=DAY/_SUCCESS` in the
   landing zone (`MLOPS_LANDING_URL`, a folder or an `s3://` prefix).
+* **Deadline**: a drop not landed `MLOPS_ALERT_DROP_DEADLINE_HOURS` (6) after the run is queued
+  (06:00 UTC the day after, for the scheduled run) alerts the on-call channels; the sensor keeps
+  waiting until its own timeout.
 * **validate_and_land**: validates the drop with the suite derived from the schema, then writes
   `MLOPS_LAKE_URL/transactions/dt=DAY/` atomically (a rerun replaces the day) and emits the
   `lake_transactions` asset for that partition. A bad drop is quarantined with its report under
@@ -20,7 +23,14 @@ from __future__ import annotations
 
 from airflow.sdk import CronPartitionTimetable, dag, task
 
-from include.mlops.orchestration import START_DATE, dataset_asset, day_param, default_args, landing_sensor
+from include.mlops.orchestration import (
+    START_DATE,
+    dataset_asset,
+    day_param,
+    default_args,
+    drop_deadline,
+    landing_sensor,
+)
 
 DATASET = "transactions"
 
@@ -31,6 +41,8 @@ DATASET = "transactions"
     catchup=False,
     max_active_runs=4,
     default_args=default_args("ingest_transactions"),
+    # A drop not landed by MLOPS_ALERT_DROP_DEADLINE_HOURS alerts; the sensor keeps waiting.
+    deadline=drop_deadline(DATASET),
     params={"day": day_param("Day to ingest")},
     tags=["mlops", "ingestion", "great-expectations"],
     doc_md=__doc__,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,8 @@ PRIORITY = {
 
 
 def default_args(dag_id: str, **overrides: Any) -> dict[str, Any]:
-    """Retries, ownership and the DAG's task priority (:data:`PRIORITY`), shared by every DAG."""
+    """Retries, ownership, the DAG's task priority (:data:`PRIORITY`) and the failure alert (sent
+    after the last retry: a rejected drop reports its quarantine), shared by every DAG."""
     args: dict[str, Any] = {
         "owner": OWNER,
         "retries": 2,
@@ -51,9 +53,34 @@ def default_args(dag_id: str, **overrides: Any) -> dict[str, Any]:
         "retry_exponential_backoff": True,
         "priority_weight": PRIORITY[dag_id],
         "weight_rule": "absolute",
+        "on_failure_callback": notifier("failure"),
     }
     args.update(overrides)
     return args
+
+
+def notifier(event: str, key: str = "return_value") -> Any:
+    """The project's notifier of ``event`` (``failure``, ``drift``, ``promotion``, ``rollback``) for a
+    task callback, reading the task's XCom ``key``: it alerts through ``MLOPS_ALERT_CHANNELS`` and
+    never fails the task."""
+    from include.mlops.ops import MlopsNotifier
+
+    return MlopsNotifier(event, key=key)
+
+
+def drop_deadline(dataset: str) -> Any:
+    """The ingestion DAG's deadline alert: the day's drop not landed ``MLOPS_ALERT_DROP_DEADLINE_HOURS``
+    after the run was queued alerts, while the sensor keeps waiting.
+
+    ``None`` under ``airflow dags test``: Airflow 3.3's in-process test run never registers a
+    DAG's deadline alerts, and fails the finished run looking them up; a debugging run has no one
+    to alert anyway.
+    """
+    if sys.argv[1:3] == ["dags", "test"]:
+        return None
+    from include.mlops.ops import drop_deadline as deadline
+
+    return deadline(dataset)
 
 
 # Asset URIs are logical names, the same in every profile; where the data physically lives is in
