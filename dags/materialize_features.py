@@ -14,7 +14,9 @@ Turns one validated day of transactions into features, offline and online.
   feature snapshots for the end of the day, point-in-time correct, atomically.
 * **materialize**: `store.materialize(start, end)` for exactly that day's snapshot interval into
   the Feast online store (never `materialize_incremental(now)`), then emits the `features` asset
-  for the day. A rerun gives the same stores.
+  for the day. A rerun gives the same stores. It never registers the Feast definitions: they are
+  deployed (`make feast-apply`; the local Airflow deploys them at start-up), and a registry that
+  lacks them or holds others fails the task with what differs and that command.
 
 Rerun one day: `POST /api/v2/dags/materialize_features/dagRuns` with
 `{"logical_date": null, "partition_key": "YYYY-MM-DD"}`, or clear the task in the UI.

@@ -94,6 +94,8 @@ def test_a_materialized_day_is_served_whole_whatever_write_it_is_killed_at(sandb
     write_lake_days(4)
     for n in (1, 2, 3):
         features.compute_features_for_day(feature_day(n))
+    # The deploy step, as the local Airflow runs it at start-up: materializing never registers.
+    features.apply_definitions()
     features.materialize_day(feature_day(2))
     sandbox.freeze()
     online = _Online()

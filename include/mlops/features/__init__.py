@@ -10,12 +10,16 @@ snapshots of ``D`` (end of day) in the lake -> Feast's offline store reads them 
 * :mod:`.summaries`: small additive summaries per day, so a snapshot never rereads 30 days;
 * :mod:`.snapshots`: :func:`compute_features_for_day`, point-in-time correct, byte-identical reruns;
 * :mod:`.on_demand`: the payment's own features and its features relative to the snapshots;
-* :mod:`.store`: the Feast store per profile, :func:`apply_definitions`, :func:`materialize_day`;
+* :mod:`.config`: which ``feature_store*.yaml`` a profile uses, and its variables;
+* :mod:`.store`: the Feast store per profile and the deploy step of the definitions
+  (:func:`apply_definitions`, :func:`plan_definitions`, :func:`require_deployed`);
+* :mod:`.materialize`: :func:`materialize_day`, one day into the online store;
 * :mod:`.retrieval`: :func:`training_frame` (offline, point in time) and :func:`online_features`.
 
 Only numpy and pyarrow are imported with the package: DuckDB, pandas and Feast inside the functions.
 """
 
+from include.mlops.features.config import expand_variables, feast_redis_connection, feature_store_yaml
 from include.mlops.features.contract import (
     CUSTOMER_FEATURES,
     CUSTOMER_SNAPSHOT_SCHEMA,
@@ -46,26 +50,23 @@ from include.mlops.features.contract import (
 )
 from include.mlops.features.engine import duckdb_connection, query_arrow
 from include.mlops.features.keys import stable_key
+from include.mlops.features.materialize import materialize_day
 from include.mlops.features.on_demand import (
     customer_transaction_features,
     merchant_transaction_features,
     transaction_features,
 )
-from include.mlops.features.retrieval import (
-    FeaturesNotRegistered,
-    online_features,
-    training_frame,
-    with_features,
-)
+from include.mlops.features.retrieval import online_features, training_frame, with_features
 from include.mlops.features.snapshots import compute_features_for_day
 from include.mlops.features.store import (
+    DEPLOY_COMMAND,
+    FeaturesNotRegistered,
     apply_definitions,
-    expand_variables,
-    feast_redis_connection,
     feature_store,
-    feature_store_yaml,
-    materialize_day,
+    plan_definitions,
+    quiet_feast_calls,
     quiet_feast_import,
+    require_deployed,
 )
 from include.mlops.features.summaries import (
     build_label_summary,
@@ -80,6 +81,7 @@ __all__ = [
     "CUSTOMER_TRANSACTION_FEATURES",
     "CUSTOMER_VIEW",
     "CUSTOMER_WINDOWED",
+    "DEPLOY_COMMAND",
     "ENTITY_KEYS",
     "FEATURE_COLUMNS",
     "FEATURE_SERVICE_NAME",
@@ -114,8 +116,11 @@ __all__ = [
     "materialize_day",
     "merchant_transaction_features",
     "online_features",
+    "plan_definitions",
     "query_arrow",
+    "quiet_feast_calls",
     "quiet_feast_import",
+    "require_deployed",
     "snapshot_glob",
     "snapshot_location",
     "snapshot_timestamp",

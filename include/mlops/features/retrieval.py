@@ -15,7 +15,12 @@ from include.mlops.features.contract import (
     FEATURE_SERVICE_NAME,
     REQUEST_FIELDS,
 )
-from include.mlops.features.store import feature_store
+from include.mlops.features.store import (
+    DEPLOY_COMMAND,
+    FeaturesNotRegistered,
+    feature_store,
+    quiet_feast_calls,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,7 +58,8 @@ def training_frame(entity_df: pd.DataFrame, settings: Settings | None = None) ->
 
     store = feature_store(settings)
     service = store.get_feature_service(FEATURE_SERVICE_NAME)
-    result = store.get_historical_features(entity_df=request, features=service).to_df()
+    with quiet_feast_calls():
+        result = store.get_historical_features(entity_df=request, features=service).to_df()
     if len(result) != len(request) or set(result[_ROW]) != set(request[_ROW]):
         raise RuntimeError(
             f"the offline store returned {len(result)} rows for {len(request)} entity rows "
@@ -89,10 +95,6 @@ def online_features(entity_rows: list[dict], settings: Settings | None = None) -
     return pd.concat([base.drop(columns=[c for c in FEATURE_COLUMNS if c in base]), features], axis=1)
 
 
-class FeaturesNotRegistered(RuntimeError):
-    """The Feast registry does not know the feature service yet: nothing can be retrieved."""
-
-
 def with_features(frame: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
     """``frame`` (lake payments) with the feature service's features, point in time, in input order.
 
@@ -104,7 +106,7 @@ def with_features(frame: pd.DataFrame, settings: Settings | None = None) -> pd.D
     except Exception as error:
         if type(error).__name__ == "FeatureServiceNotFoundException":
             raise FeaturesNotRegistered(
-                f"the Feast registry has no feature service {FEATURE_SERVICE_NAME!r}: run the "
-                "materialize_features DAG (or features.apply_definitions()) once first"
+                f"the Feast registry has no feature service {FEATURE_SERVICE_NAME!r}: deploy the "
+                f"definitions with `{DEPLOY_COMMAND}` (`make feast-apply` locally) first"
             ) from error
         raise

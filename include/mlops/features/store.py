@@ -1,39 +1,35 @@
-"""The Feast store: configuration per profile, definitions and materialization.
+"""The Feast store: configuration per profile, and the deploy step of the definitions.
 
-:func:`feature_store` builds a store from the settings, :func:`apply_definitions` registers
-``feature_repo/`` through the Python API, :func:`materialize_day` loads exactly one day's snapshot
-interval into the online store; :mod:`.retrieval` reads the features back. Feast is imported
-inside the functions. The registry is Feast's SQL registry in both profiles (SQLite embedded,
-PostgreSQL cluster): every change is a transaction, so a killed task never leaves it truncated.
+:func:`feature_store` builds a store from the settings. The definitions of ``feature_repo/`` are
+deployed, not re-applied by every run: :func:`apply_definitions` registers them (``python -m
+include.mlops features apply``, ``make feast-apply``, and the local Airflow at start-up),
+:func:`plan_definitions` says what an apply would change (``features plan``, run in CI), and
+:func:`require_deployed` is how the pipeline refuses a registry that lacks them or holds others
+(:mod:`.materialize`). Feast is imported inside the functions. The registry is Feast's SQL
+registry in both profiles (SQLite embedded, PostgreSQL cluster): every change is a transaction,
+so a killed task never leaves it truncated.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
+import io
 import logging
 import os
 import re
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlparse
 
-import pyarrow.parquet as pq
-
-from include.mlops import lake
 from include.mlops.core.settings import resolve_settings
-from include.mlops.features.contract import (
-    CUSTOMER_VIEW,
-    MERCHANT_VIEW,
-    SNAPSHOT_VIEWS,
-    snapshot_glob,
-    snapshot_location,
-    snapshot_timestamp,
-)
+from include.mlops.features.config import expand_variables, feast_redis_connection, feature_store_yaml
+from include.mlops.features.contract import snapshot_glob
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator
 
     import feast
 
@@ -41,26 +37,29 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+DEPLOY_COMMAND = "python -m include.mlops features apply"
+"""The deploy step of the definitions (``make feast-apply`` locally)."""
 
-def feast_redis_connection(url: str) -> str:
-    """Feast's Redis connection string (``host:port,db=N,...``) from a ``redis://`` URL or itself.
 
-    A value that is not a ``redis://`` or ``rediss://`` URL is taken to be in Feast's form already.
+class FeaturesNotRegistered(RuntimeError):
+    """The Feast registry lacks the definitions of ``feature_repo/``, or holds other ones.
+
+    Nothing in the pipeline registers them as a side effect: they are deployed with
+    :data:`DEPLOY_COMMAND`, and the message says so.
     """
-    if not url.startswith(("redis://", "rediss://")):
-        return url
-    parsed = urlparse(url)
-    parts = [f"{parsed.hostname or 'localhost'}:{parsed.port or 6379}"]
-    db = parsed.path.strip("/")
-    if db:
-        parts.append(f"db={int(db)}")
-    if parsed.password:
-        parts.append(f"password={parsed.password}")
-    if parsed.username and parsed.username != "default":
-        parts.append(f"username={parsed.username}")
-    if parsed.scheme == "rediss" or parse_qs(parsed.query).get("ssl") == ["true"]:
-        parts.append("ssl=true")
-    return ",".join(parts)
+
+
+def _not_deployed(s: Settings, what: str) -> FeaturesNotRegistered:
+    """The error for a registry that does not hold the repository's definitions, naming the fix."""
+    return FeaturesNotRegistered(
+        f"{what}. Deploy the definitions of {s.feast_repo} with `{DEPLOY_COMMAND}` (`make feast-apply` "
+        "locally; the local Airflow also deploys them when it starts), then rerun."
+    )
+
+
+def _registry_name(s: Settings) -> str:
+    """Where the registry is, for a message: its path, or its URL without the password."""
+    return re.sub(r"(://[^:/@]+:)[^@/]+@", r"\1***@", s.feast_registry)
 
 
 def _feast_env(s: Settings, registry: str | None = None) -> dict[str, str]:
@@ -73,28 +72,6 @@ def _feast_env(s: Settings, registry: str | None = None) -> dict[str, str]:
         "MLOPS_FEAST_ONLINE_PATH": s.feast_online_path,
         "MLOPS_REDIS_URL": feast_redis_connection(s.redis_url),
     }
-
-
-def feature_store_yaml(settings: Settings | None = None) -> Path:
-    """The configuration for the profile: ``feature_store.yaml`` or ``feature_store.cluster.yaml``."""
-    s = resolve_settings(settings)
-    name = "feature_store.cluster.yaml" if s.is_cluster else "feature_store.yaml"
-    return Path(s.feast_repo) / name
-
-
-def expand_variables(text: str, env: Mapping[str, str], source: Path) -> str:
-    """``text`` with each ``${NAME}`` replaced by ``env[NAME]``; a name not in ``env`` is an error.
-
-    ``source`` is the file the text comes from, for the error message.
-    """
-
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in env:
-            raise ValueError(f"{source} refers to ${{{name}}}, which is not set")
-        return env[name]
-
-    return re.sub(r"\$\{(\w+)\}", value, text)
 
 
 def _typechecked_off(target: Any = None, **_options: Any) -> Any:
@@ -124,15 +101,15 @@ def feature_store(settings: Settings | None = None) -> feast.FeatureStore:
 
     The yaml's ``${VAR}`` references are filled from the settings (over the process environment),
     so a store can be built for settings other than the process's own (tests, tools). In the
-    embedded profile the registry is a SQLite database that exists only complete: a missing one is
-    first built aside with every definition and moved into place (:func:`_bootstrap_registry`).
+    embedded profile a missing registry is an error (:class:`FeaturesNotRegistered`): it is created,
+    complete, only by :func:`apply_definitions`, never as an empty database by a reader.
     """
     s = resolve_settings(settings)
     if not s.is_cluster:
         _check_registry_file(s.feast_registry)
-        Path(s.feast_online_path).parent.mkdir(parents=True, exist_ok=True)
         if not _registry_in_place(Path(s.feast_registry)):
-            _bootstrap_registry(s)
+            raise _not_deployed(s, f"There is no Feast registry at {s.feast_registry}")
+        Path(s.feast_online_path).parent.mkdir(parents=True, exist_ok=True)
     return _build_store(s)
 
 
@@ -185,13 +162,14 @@ def _registry_in_place(path: Path) -> bool:
         return False
 
 
-def _bootstrap_registry(s: Settings) -> None:
+def _bootstrap_registry(s: Settings) -> dict | None:
     """Create the embedded registry with every definition applied, or leave it absent.
 
     The definitions are applied to a staging database next to it, which is synced and renamed into
     place: a kill at any moment leaves either no registry (the next use starts over) or a complete
     one, never an empty or half-registered one. Later writes are SQLite transactions. A file lock
-    keeps concurrent first uses from building it twice.
+    keeps concurrent first deploys from building it twice. Returns what was applied, or ``None``
+    when another process created the registry meanwhile.
     """
     import fcntl
 
@@ -200,14 +178,14 @@ def _bootstrap_registry(s: Settings) -> None:
     with open(path.with_name(f"{path.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _registry_in_place(path):
-            return
+            return None
         for stale in path.parent.glob(f".{path.name}.*.staging"):
             # Left by a process killed while building: nobody else builds while the lock is held.
             stale.unlink()
         staging = path.with_name(f".{path.name}.{os.getpid()}.staging")
         try:
             store = _build_store(s, str(staging))
-            _apply(store, s)
+            applied = _apply(store, s)
             for engine in {store.registry.write_engine, store.registry.read_engine}:
                 engine.dispose()
             _fsync(staging)
@@ -216,6 +194,7 @@ def _bootstrap_registry(s: Settings) -> None:
         finally:
             staging.unlink(missing_ok=True)
     logger.info("Feast registry created at %s", path)
+    return applied
 
 
 def _fsync(path: Path) -> None:
@@ -225,6 +204,19 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fresh_modules(repo: Path) -> None:
+    """Forget the repository's modules imported earlier in this process.
+
+    Feast completes the objects it is given (inferred features, the dummy entity) in place: a
+    second apply or plan of the same objects in one process finds them changed and fails, so every
+    apply and plan imports the definitions anew (a few small modules; Feast stays imported).
+    """
+    prefix = f"{repo}{os.sep}"  # the modules are imported from ``repo`` itself (see _repo_objects)
+    for name, module in list(sys.modules.items()):
+        if (getattr(module, "__file__", None) or "").startswith(prefix):
+            del sys.modules[name]
 
 
 def _repo_objects(s: Settings) -> list[Any]:
@@ -245,6 +237,7 @@ def _repo_objects(s: Settings) -> list[Any]:
     if str(repo) not in sys.path:
         # Appended, so that these few top-level names never shadow an installed package.
         sys.path.append(str(repo))
+    _fresh_modules(repo)
     kinds = (DataSource, Entity, FeatureView, OnDemandFeatureView, FeatureService)
     objects: list[Any] = []
     for path in get_repo_files(repo):
@@ -265,38 +258,76 @@ def _repo_objects(s: Settings) -> list[Any]:
     return objects
 
 
+@contextlib.contextmanager
+def quiet_feast_calls() -> Iterator[None]:
+    """Around a call into Feast: only what is wrong reaches a task's log.
+
+    Feast prints its progress to stdout (in terminal colours) and warns, on every apply and plan,
+    that on-demand views are experimental; ibis, under the DuckDB offline store, warns of a
+    deprecated DuckDB call on every read. In an Airflow task each printed line becomes a log line
+    and each warning a WARNING: they are left out around the project's calls only (the process's
+    warning filters and stdout are restored after).
+    """
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.filterwarnings("ignore", "On demand feature view is an experimental", RuntimeWarning)
+        warnings.filterwarnings("ignore", r"fetch_arrow_table\(\) is deprecated", DeprecationWarning)
+        yield
+
+
 def apply_definitions(settings: Settings | None = None) -> dict:
-    """Register the definitions of ``feature_repo/`` through the Python API (idempotent).
+    """Deploy the definitions of ``feature_repo/`` to the registry (idempotent): the deploy step.
 
     Also creates the online store's tables. Objects registered earlier under names that the
-    repository no longer defines are removed, as ``feast apply`` would. Returns what was applied.
+    repository no longer defines are removed, as ``feast apply`` would; the views' materialization
+    history is kept. In the embedded profile a missing registry is created complete or not at all
+    (:func:`_bootstrap_registry`). Returns what was applied. Run it when the definitions change
+    (:data:`DEPLOY_COMMAND`), not from pipeline runs: an apply while another process materializes
+    is how Feast users have lost materialization state.
     """
     s = resolve_settings(settings)
-    applied = _apply(feature_store(s), s)
+    applied = None
+    if not s.is_cluster:
+        _check_registry_file(s.feast_registry)
+        Path(s.feast_online_path).parent.mkdir(parents=True, exist_ok=True)
+        if not _registry_in_place(Path(s.feast_registry)):
+            applied = _bootstrap_registry(s)
+    if applied is None:
+        applied = _apply(_build_store(s), s)
     logger.info(
-        "Feast project %s: registered feature services %s (removed: %s)",
+        "Feast project %s: deployed feature services %s to %s (removed: %s)",
         applied["project"],
         ", ".join(applied["feature_services"]),
+        _registry_name(s),
         ", ".join(applied["deleted"]) or "none",
     )
     return applied
+
+
+def _kind(obj: Any) -> str:
+    """What a registry object is, for matching by name: data sources share one namespace."""
+    from feast.data_source import DataSource
+
+    return "DataSource" if isinstance(obj, DataSource) else type(obj).__name__
 
 
 def _apply(store: feast.FeatureStore, s: Settings) -> dict:
     """Apply the repository's definitions to ``store``, removing the ones it no longer defines."""
     started = time.perf_counter()
     objects = _repo_objects(s)
-    names = {(type(o).__name__, o.name) for o in objects}
+    names = {(_kind(o), o.name) for o in objects}
     stale: list[Any] = [
         o
         for o in (
             *store.list_feature_services(),
             *store.list_on_demand_feature_views(),
             *store.list_feature_views(),
+            *store.list_entities(),
+            *store.list_data_sources(),
         )
-        if (type(o).__name__, o.name) not in names
+        if (_kind(o), o.name) not in names
     ]
-    store.apply(objects, objects_to_delete=stale, partial=not stale)
+    with quiet_feast_calls():
+        store.apply(objects, objects_to_delete=stale, partial=not stale)
     return {
         "project": store.project,
         "feature_views": sorted(o.name for o in objects if type(o).__name__ == "FeatureView"),
@@ -309,70 +340,132 @@ def _apply(store: feast.FeatureStore, s: Settings) -> dict:
     }
 
 
-def materialize_day(day: dt.date, settings: Settings | None = None) -> dict:
-    """Load the snapshots of ``day`` into the online store: ``materialize`` over exactly that interval.
+def plan_definitions(settings: Settings | None = None) -> dict:
+    """What :func:`apply_definitions` would change in the registry: Feast's plan, written nowhere.
 
-    The definitions are registered first (:func:`apply_definitions`). The interval is
-    ``[end of day, end of day + 1 day)``, which holds that day's snapshot and no other. Rerunning a
-    day writes the same values again. A view whose online store already holds a later day (a
-    backfill of an old day) is left alone: the later snapshots supersede it (an entity that left the
-    window got a null row), so writing it would only roll the store back.
+    Returns the project, the registry (password masked), the ``changes`` (``"create feature view
+    X"``, ``"update data source Y (file_options)"``, ``"delete ..."``) and how many objects are
+    unchanged. An embedded registry that does not exist yet is planned against an empty one in a
+    temporary folder, so planning never creates it.
     """
-    started = time.perf_counter()
     s = resolve_settings(settings)
-    _require_snapshots(day, s)
-    # Registering first keeps the registry in step with the code that runs (and bootstraps a fresh
-    # home); it is idempotent and keeps the views' materialization history.
-    apply_definitions(s)
-    store = feature_store(s)
-    start = snapshot_timestamp(day)
-    end = start + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
-    to_load, skipped = _views_to_load(store, end)
-    if to_load:
-        store.materialize(start_date=start, end_date=end, feature_views=to_load)
-    for name, reason in skipped.items():
-        logger.info("online store: %s of %s not loaded: %s", name, day, reason)
-    rows = {view: _snapshot_rows(view, day, s) for view in SNAPSHOT_VIEWS}
-    seconds = round(time.perf_counter() - started, 3)
-    logger.info("online store: loaded %s of %s (%.1f s)", ", ".join(to_load) or "nothing", day, seconds)
-    return {
-        "day": day.isoformat(),
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "materialized": to_load,
-        "skipped": skipped,
-        "rows": rows,
-        "seconds": seconds,
-    }
+    with _store_to_plan(s) as store:
+        changes, unchanged = _changes(store, s)
+        project = store.project
+    return {"project": project, "registry": _registry_name(s), "changes": changes, "unchanged": unchanged}
 
 
-def _require_snapshots(day: dt.date, s: Settings) -> None:
-    """Raise :class:`FileNotFoundError` unless both snapshots of ``day`` are in the lake."""
-    for view in SNAPSHOT_VIEWS:
-        loc = snapshot_location(view, day, s)
-        if not lake.exists(loc):
-            raise FileNotFoundError(
-                f"no {view} snapshot for {day.isoformat()} at {loc.url}: run compute_features_for_day first"
-            )
+@contextlib.contextmanager
+def _store_to_plan(s: Settings) -> Iterator[feast.FeatureStore]:
+    """The settings' store, or a store over an empty throwaway registry when there is none yet."""
+    if not s.is_cluster:
+        _check_registry_file(s.feast_registry)
+    if s.is_cluster or _registry_in_place(Path(s.feast_registry)):
+        yield _build_store(s)
+        return
+    with tempfile.TemporaryDirectory(prefix="feast-plan-") as folder:
+        store = _build_store(s, str(Path(folder) / "registry.sqlite"))
+        try:
+            yield store
+        finally:
+            for engine in {store.registry.write_engine, store.registry.read_engine}:
+                engine.dispose()
 
 
-def _views_to_load(store: feast.FeatureStore, end: dt.datetime) -> tuple[list[str], dict[str, str]]:
-    """The snapshot views to materialize up to ``end``, and those skipped with the reason.
+def _changes(store: feast.FeatureStore, s: Settings) -> tuple[list[str], int]:
+    """The differences between the registry of ``store`` and the repository, and the unchanged count.
 
-    A view whose materialization history already reaches past ``end`` holds a later snapshot.
+    Feast's own plan, without what is not a definition: its hidden dummy entity, and the ``meta``
+    of objects (creation times, a view's materialization history), which Feast also compares
+    inside a view's source once the view has been materialized.
     """
-    to_load, skipped = [], {}
-    for name in (CUSTOMER_VIEW, MERCHANT_VIEW):
-        view = store.registry.get_feature_view(name, store.project, allow_cache=False)
-        latest = max((e for _, e in view.materialization_intervals), default=None)
-        if latest is not None and latest > end:
-            skipped[name] = f"online store already holds a later snapshot (up to {latest.isoformat()})"
-        else:
-            to_load.append(name)
-    return to_load, skipped
+    from feast.diff.property_diff import TransitionType
+    from feast.feature_view import DUMMY_ENTITY_NAME
+    from feast.project import Project
+    from feast.repo_contents import RepoContents
+
+    by_kind: dict[str, list[Any]] = {}
+    for obj in _repo_objects(s):
+        by_kind.setdefault(_kind(obj), []).append(obj)
+    contents = RepoContents(
+        projects=[Project(name=store.project)],
+        data_sources=by_kind.get("DataSource", []),
+        feature_views=by_kind.get("FeatureView", []),
+        on_demand_feature_views=by_kind.get("OnDemandFeatureView", []),
+        stream_feature_views=[],
+        label_views=[],
+        entities=by_kind.get("Entity", []),
+        feature_services=by_kind.get("FeatureService", []),
+        permissions=[],
+    )
+    with quiet_feast_calls():
+        registry_diff, _, _ = store.plan(contents)
+    changes, unchanged = [], 0
+    for diff in registry_diff.feast_object_diffs:
+        fields = sorted(
+            {
+                p.property_name
+                for p in diff.feast_object_property_diffs
+                if p.property_name != "meta"
+                and _without_meta(p.val_existing) != _without_meta(p.val_declared)
+            }
+        )
+        if diff.name == DUMMY_ENTITY_NAME:
+            continue
+        if diff.transition_type == TransitionType.UNCHANGED or (
+            diff.transition_type == TransitionType.UPDATE and not fields
+        ):
+            unchanged += 1
+            continue
+        what = f"{diff.transition_type.name.lower()} {diff.feast_object_type.value} {diff.name}"
+        changes.append(f"{what} ({', '.join(fields)})" if fields else what)
+    return changes, unchanged
 
 
-def _snapshot_rows(view: str, day: dt.date, s: Settings) -> int:
-    """The row count of a snapshot file (its parquet footer only)."""
-    loc = snapshot_location(view, day, s)
-    return pq.read_metadata(loc.path, filesystem=loc.fs).num_rows
+def _without_meta(value: Any) -> Any:
+    """A property's value for comparison: protobuf messages serialized with every ``meta`` cleared."""
+    from google.protobuf.message import Message
+
+    if isinstance(value, Message):
+        copy = type(value)()
+        copy.CopyFrom(value)
+        _clear_meta(copy)
+        return copy.SerializeToString(deterministic=True)
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return value
+    if hasattr(value, "items"):
+        return sorted((key, _without_meta(item)) for key, item in value.items())
+    return [_without_meta(item) for item in value]
+
+
+def _clear_meta(message: Any) -> None:
+    """Clear the ``meta`` fields of ``message`` and of every message inside it, in place."""
+    from google.protobuf.message import Message
+
+    for field, value in message.ListFields():
+        if field.name == "meta":
+            message.ClearField("meta")
+        elif field.message_type is not None:
+            # One message, a repeated field, or a map (whose values may be messages).
+            if isinstance(value, Message):
+                items: Any = [value]
+            else:
+                items = value.values() if hasattr(value, "values") else value
+            for item in items:
+                if isinstance(item, Message):
+                    _clear_meta(item)
+
+
+def require_deployed(store: feast.FeatureStore, settings: Settings | None = None) -> None:
+    """Raise :class:`FeaturesNotRegistered` unless the registry holds exactly the repository's
+    definitions (what :func:`plan_definitions` would call no change), naming the deploy command.
+
+    The pipeline never applies them itself: a registry that is empty, lacks a view or holds other
+    definitions (another lake, an older repository) stops the task with what differs.
+    """
+    s = resolve_settings(settings)
+    changes, _ = _changes(store, s)
+    if changes:
+        shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+        where = f"The Feast registry {_registry_name(s)}"
+        raise _not_deployed(s, f"{where} does not hold the definitions of {s.feast_repo}: {shown}")
