@@ -27,7 +27,14 @@ from __future__ import annotations
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import PartitionedAssetTimetable, TriggerRule, dag, task
 
-from include.mlops.orchestration import START_DATE, day_param, default_args, drift_asset, predictions_asset
+from include.mlops.orchestration import (
+    START_DATE,
+    day_param,
+    default_args,
+    drift_asset,
+    notifier,
+    predictions_asset,
+)
 
 
 @dag(
@@ -43,7 +50,8 @@ from include.mlops.orchestration import START_DATE, day_param, default_args, dri
     doc_md=__doc__,
 )
 def monitor_drift():
-    @task(outlets=[drift_asset()], pool="mlops_heavy")
+    # Drift found (a retrain requested, or held by the cooldown) alerts, with the reason.
+    @task(outlets=[drift_asset()], pool="mlops_heavy", on_success_callback=notifier("drift"))
     def check_drift(**context) -> dict:
         """Build the day's drift report and decide whether it calls for retraining."""
         from include.mlops.monitoring import monitor_day

@@ -226,4 +226,11 @@ class MlopsReportsPlugin(AirflowPlugin):
     fastapi_apps = [{"app": _reports_app(), "url_prefix": "/mlops", "name": "MLOps reports"}]
     external_views = [
         {"name": "MLOps reports", "href": "/mlops/", "destination": "nav", "category": "browse"},
+        # Written by `make demo` at the end of its replay (include/devtools/demo_report.py).
+        {
+            "name": "Demo summary",
+            "href": "/mlops/reports/demo/index.html",
+            "destination": "nav",
+            "category": "browse",
+        },
     ]

@@ -75,7 +75,10 @@ class AirflowClient:
         return self.get("/api/v2/importErrors")["import_errors"]
 
     def unpause(self, dag_id: str) -> None:
-        self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        self.set_paused(dag_id, False)
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": paused})
 
     def dag_runs(self, dag_id: str) -> list[dict]:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns?limit=500&order_by=run_after")["dag_runs"]

@@ -21,6 +21,8 @@ import pytest
 
 from include.mlops import monitoring as drift
 from include.mlops import registry
+from include.mlops.core.policies import DriftPolicy
+from include.mlops.core.schema import MAX_LABEL_DELAY_DAYS
 from tests.integration.scored_world import (
     DAYS,
     DRIFT_DAY,
@@ -50,6 +52,9 @@ RESULT_KEYS = {
     "prediction_psi",
     "performance",
     "report_url",
+    "report_html_url",
+    "retrain_conf",
+    "mlflow_experiment_id",
     "mlflow_run_id",
     "airflow_run_id",
     "rows",
@@ -237,6 +242,16 @@ def test_a_retrain_verdict_names_the_days_train_model_run(monitored: Monitored) 
     assert first["train_run_id"] == f"drift__{day(monitored.first_trigger)}"
     quiet = [r for r in (*monitored.clean.values(), *monitored.drifted.values()) if not r["retrain"]]
     assert quiet and all(r["train_run_id"] is None and r["reissue"] is False for r in quiet)
+    # The retrain waits for the drifted days' labels: it trains as of the last of them + the delay.
+    policy = DriftPolicy.from_env()
+    waits = policy.retrain_labelled_days - 1 + MAX_LABEL_DELAY_DAYS
+    assert first["retrain_conf"] == {
+        "reason": first["reason"],
+        "as_of": (dt.date.fromisoformat(first["day"]) + dt.timedelta(days=waits)).isoformat(),
+        "window_days": policy.retrain_window_days,
+        "oot_days": policy.retrain_oot_days,
+    }
+    assert all(r["retrain_conf"] is None for r in quiet)
 
 
 def test_a_day_decides_only_under_the_model_lock(monitored: Monitored, world_settings: Settings) -> None:

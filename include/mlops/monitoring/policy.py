@@ -20,10 +20,13 @@ it replays.
 
 A retrain learns the drifted world (:func:`retrain_plan`): the request is made on the drifted day
 ``D``, but ``train_model`` waits (deferred) until the labels of ``D``'s first
-``retrain_labelled_days`` days have all arrived (the label delay is 5 days), then trains on those
-days only, judged on the newest ``retrain_oot_days`` of them. Its reference sample, drawn from
-those days, becomes the drift monitor's reference once it is champion. While it waits, the
-request counts as running, so later drifted days do not ask again.
+``retrain_labelled_days`` days have all arrived (the label delay is 5 days). It is judged on the
+newest ``retrain_oot_days`` of them, against the champion on the same drifted days, and learns
+from the others and the ``retrain_window_days`` days up to them: what changed comes from the
+drifted days, what did not (card testing, compromised merchants) from all of them. Its reference
+sample, drawn from its out-of-time days, is drifted data: once it is champion, the drift monitor
+compares each day with the new world. While it waits, the request counts as running, so later
+drifted days do not ask again.
 
 Every column is judged with the population stability index over the reference's deciles
 (:func:`psi`, :data:`METHOD`).
@@ -199,19 +202,18 @@ class RetrainPlan:
 
 
 def retrain_plan(day: dt.date, policy: DriftPolicy) -> RetrainPlan:
-    """The drift retrain of ``day``: trained on ``day`` and the days after it, once all are labelled.
+    """The drift retrain of ``day``: trained once ``day`` and the days after it are labelled.
 
     ``retrain_labelled_days`` days from ``day`` on are fully labelled when the labels partition of
-    their last day plus :data:`~include.mlops.core.schema.MAX_LABEL_DELAY_DAYS` is in; training as
-    of that day uses exactly those days (the training window's arithmetic,
-    :func:`include.mlops.training.training_window`): the newest ``retrain_oot_days`` to judge,
-    the others to learn from.
+    their last day plus :data:`~include.mlops.core.schema.MAX_LABEL_DELAY_DAYS` is in. Training as
+    of that day (the training window's arithmetic, :func:`include.mlops.training.training_window`)
+    is judged on the newest ``retrain_oot_days`` of them and learns from the
+    ``retrain_window_days`` days before those, the other drifted days included.
     """
     from include.mlops.core.schema import MAX_LABEL_DELAY_DAYS
 
-    days = policy.retrain_labelled_days
-    as_of = day + dt.timedelta(days=days - 1 + MAX_LABEL_DELAY_DAYS)
-    return RetrainPlan(day, as_of, days - policy.retrain_oot_days, policy.retrain_oot_days)
+    as_of = day + dt.timedelta(days=policy.retrain_labelled_days - 1 + MAX_LABEL_DELAY_DAYS)
+    return RetrainPlan(day, as_of, policy.retrain_window_days, policy.retrain_oot_days)
 
 
 # --------------------------------------------------------------------------------------------------

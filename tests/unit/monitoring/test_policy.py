@@ -302,25 +302,26 @@ def test_psi_ignores_nans_and_is_nan_without_values() -> None:
 # The drift retrain learns the drifted world
 
 
-def test_a_drift_retrain_waits_for_its_drifted_days_labels_and_trains_on_them_only() -> None:
+def test_a_drift_retrain_waits_for_its_drifted_days_labels_before_it_trains() -> None:
     from include.mlops.monitoring.policy import retrain_plan
 
     day = dt.date(2026, 3, 10)
-    plan = retrain_plan(day, DriftPolicy.from_env({}, retrain_labelled_days=5, retrain_oot_days=2))
+    policy = DriftPolicy.from_env({}, retrain_labelled_days=5, retrain_oot_days=2, retrain_window_days=14)
+    plan = retrain_plan(day, policy)
     # Days 10..14 are labelled once the labels drop of 14 + 5 days is in.
     assert plan.as_of == dt.date(2026, 3, 19)
     assert plan.wait_days == 9
-    assert (plan.window_days, plan.oot_days) == (3, 2)
+    assert (plan.window_days, plan.oot_days) == (14, 2)
     assert plan.as_conf("drift on 2026-03-10: x") == {
         "reason": "drift on 2026-03-10: x",
         "as_of": "2026-03-19",
-        "window_days": 3,
+        "window_days": 14,
         "oot_days": 2,
     }
 
 
-def test_the_training_window_of_a_drift_retrain_starts_on_the_drifted_day(tmp_path) -> None:
-    """The plan's conf, fed to the training window's arithmetic, covers exactly the drifted days."""
+def test_a_drift_retrain_is_judged_on_drifted_days_and_learns_from_the_others(tmp_path) -> None:
+    """The plan's conf, fed to the training window's arithmetic: drifted OOT days, drifted days learnt."""
     import pyarrow as pa
 
     from include.mlops import lake
@@ -330,7 +331,8 @@ def test_the_training_window_of_a_drift_retrain_starts_on_the_drifted_day(tmp_pa
 
     s = load_settings({"MLOPS_HOME": str(tmp_path)})
     day = dt.date(2026, 3, 10)
-    plan = retrain_plan(day, DriftPolicy.from_env({}))
+    policy = DriftPolicy.from_env({}, retrain_labelled_days=5, retrain_oot_days=2, retrain_window_days=14)
+    plan = retrain_plan(day, policy)
     for i in range(-20, 12):
         d = day + dt.timedelta(days=i)
         for dataset in ("transactions", "labels"):
@@ -338,14 +340,18 @@ def test_the_training_window_of_a_drift_retrain_starts_on_the_drifted_day(tmp_pa
                 lake.partition("lake", dataset, d, s), lake.encode_parquet(pa.table({"x": [1]}))
             )
     window = training_window(plan.as_of, plan.window_days, plan.oot_days, s)
-    assert window.train_start == day
-    assert window.oot_end == day + dt.timedelta(days=DriftPolicy.from_env({}).retrain_labelled_days - 1)
-    assert len(window.oot_days) == plan.oot_days
+    assert window.oot_days == [day + dt.timedelta(days=3), day + dt.timedelta(days=4)]
+    assert window.train_days[-3:] == [day, day + dt.timedelta(days=1), day + dt.timedelta(days=2)]
+    assert len(window.train_days) == 14
 
 
-@pytest.mark.parametrize(("labelled", "oot"), [(3, 2), (2, 1), (5, 0)])
-def test_a_drift_retrain_needs_two_training_days_and_one_to_judge(labelled: int, oot: int) -> None:
+@pytest.mark.parametrize(("labelled", "oot", "window"), [(2, 2, 14), (3, 0, 14), (5, 2, 2)])
+def test_a_drift_retrain_needs_a_drifted_day_to_learn_one_to_judge_and_a_window_that_holds_them(
+    labelled: int, oot: int, window: int
+) -> None:
     from include.mlops.core.settings import SettingsError
 
-    with pytest.raises(SettingsError, match="MLOPS_DRIFT_RETRAIN_LABELLED_DAYS"):
-        DriftPolicy.from_env({}, retrain_labelled_days=labelled, retrain_oot_days=oot)
+    with pytest.raises(SettingsError, match="MLOPS_DRIFT_RETRAIN"):
+        DriftPolicy.from_env(
+            {}, retrain_labelled_days=labelled, retrain_oot_days=oot, retrain_window_days=window
+        )

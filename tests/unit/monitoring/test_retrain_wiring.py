@@ -29,7 +29,7 @@ RESULT = {
     "retrain_conf": {
         "reason": "drift on 2026-01-15: 3/8 key features drifted",
         "as_of": "2026-01-24",
-        "window_days": 3,
+        "window_days": 14,
         "oot_days": 2,
     },
 }
@@ -66,7 +66,7 @@ def test_the_trigger_uses_the_days_run_id_and_skips_a_run_that_exists(dag: Any) 
     assert json.loads(render(trigger.conf)) == {
         "reason": RESULT["reason"],
         "as_of": "2026-01-24",
-        "window_days": 3,
+        "window_days": 14,
         "oot_days": 2,
     }
 
