@@ -9,7 +9,9 @@ The rules
    constant; their mean is more than :data:`MAX_CALIBRATION_RATIO` times away from the observed
    fraud rate; or its signature needs a feature column that the feature service does not serve
    (the served columns must be the same as, or a superset of, the model's inputs). It is also
-   rejected below the absolute floors (PR-AUC, recall at 1 % FPR).
+   rejected below the absolute floors (PR-AUC, recall at 1 % FPR), except a floor that the
+   champion misses too on the same days (the world moved under both): then the comparison
+   decides, and the decision says so.
 2. **Comparison.** With no champion, a challenger that passes is **promoted**. Otherwise both are
    scored on the same rows and a paired bootstrap (:func:`paired_bootstrap`: the same resampled
    rows for both models) gives intervals for the differences in PR-AUC and in recall at 1 % FPR.
@@ -316,6 +318,10 @@ class _Screening:
     checks: dict[str, Any]
     metrics: dict[str, float]
     failures: tuple[str, ...]
+    floor_misses: tuple[str, ...] = ()
+    """The metrics below their floor, one per floor failure, in the same order."""
+    notes: tuple[str, ...] = ()
+    """Floors waived because the champion misses them too (:func:`_waive_floors_the_champion_misses`)."""
 
 
 @dataclass(frozen=True)
@@ -344,16 +350,45 @@ def decide(
     policy = policy or PromotionPolicy()
     y = np.asarray(y).astype(int)
     screening = _screen(y, challenger, policy)
+    champion_checks = sanity_checks(y, champion) if champion is not None else None
+    if champion is not None and screening.floor_misses and not champion_checks["failures"]:
+        screening = _waive_floors_the_champion_misses(y, champion, screening, policy)
     if screening.failures:
         return Decision(False, REJECTED, screening.failures, screening.metrics, None, {}, screening.checks)
     if champion is None:
         reason = "no champion yet; the challenger passes the sanity checks and the floors"
         return Decision(True, PROMOTED, (reason,), screening.metrics, None, {}, screening.checks)
-    champion_checks = sanity_checks(y, champion)
     if champion_checks["failures"]:
         return _incomparable_champion(champion, champion_checks, screening)
     comparison = _compare(y, challenger, champion, screening.metrics, policy)
-    return _verdict(champion, screening, comparison, policy)
+    decision = _verdict(champion, screening, comparison, policy)
+    return replace(decision, reasons=(*decision.reasons, *screening.notes)) if screening.notes else decision
+
+
+def _waive_floors_the_champion_misses(
+    y: np.ndarray, champion: ModelScores, screening: _Screening, policy: PromotionPolicy
+) -> _Screening:
+    """Floors the champion misses on the same rows do not reject: the comparison decides.
+
+    A floor keeps a weak model from replacing nothing, or a model that meets it. When the world
+    has moved and the champion itself is below the floor on these days, refusing every challenger
+    that is also below it would leave the worse model serving.
+    """
+    import numpy as np
+
+    theirs = classification_metrics(y, np.asarray(champion.scores, dtype=np.float64))
+    floors = {"pr_auc": policy.min_pr_auc, "recall_at_1pct_fpr": policy.min_recall_at_1pct_fpr}
+    waived = {m for m in screening.floor_misses if not theirs[m] >= floors[m]}
+    failures = tuple(
+        f for m, f in zip(screening.floor_misses, screening.failures, strict=True) if m not in waived
+    )
+    notes = tuple(
+        f"{m} {screening.metrics[m]:.4f} is below the floor {floors[m]}, as is the champion's "
+        f"{theirs[m]:.4f} on these days: the comparison decides"
+        for m in screening.floor_misses
+        if m in waived
+    )
+    return replace(screening, failures=failures, notes=notes)
 
 
 def _screen(y: np.ndarray, challenger: ModelScores, policy: PromotionPolicy) -> _Screening:
@@ -365,13 +400,15 @@ def _screen(y: np.ndarray, challenger: ModelScores, policy: PromotionPolicy) -> 
         failures = tuple(f"challenger failed a sanity check: {f}" for f in checks["failures"])
         return _Screening(checks, {}, failures)
     metrics = classification_metrics(y, np.asarray(challenger.scores, dtype=np.float64))
-    failures = []
+    failures, misses = [], []
     if not metrics["pr_auc"] >= policy.min_pr_auc:
         failures.append(f"PR-AUC {metrics['pr_auc']:.4f} is below the floor {policy.min_pr_auc}")
+        misses.append("pr_auc")
     recall = metrics["recall_at_1pct_fpr"]
     if not recall >= policy.min_recall_at_1pct_fpr:
         failures.append(f"recall at 1% FPR {recall:.4f} is below the floor {policy.min_recall_at_1pct_fpr}")
-    return _Screening(checks, metrics, tuple(failures))
+        misses.append("recall_at_1pct_fpr")
+    return _Screening(checks, metrics, tuple(failures), tuple(misses))
 
 
 def _incomparable_champion(

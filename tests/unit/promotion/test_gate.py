@@ -27,7 +27,10 @@ from include.mlops.promotion import (
     subgroups,
 )
 
-POLICY = PromotionPolicy(min_pr_auc=0.1, min_recall_at_1pct_fpr=0.1, bootstrap=150, slice_bootstrap=80)
+# The constructed regions hold a few thousand good payments each: judged from 1000 on.
+POLICY = PromotionPolicy(
+    min_pr_auc=0.1, min_recall_at_1pct_fpr=0.1, bootstrap=150, slice_bootstrap=80, fairness_min_negatives=1000
+)
 """Floors any model with signal passes; lighter bootstraps than the defaults (same rules)."""
 
 FAIRNESS_ONLY = POLICY.with_(slice_bootstrap=0)

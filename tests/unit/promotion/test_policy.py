@@ -263,3 +263,31 @@ def test_a_version_already_champion_is_not_judged_again() -> None:
     decision = already_champion(4)
     assert (decision.promote, decision.outcome) == (False, ALREADY)
     assert decision.reason == "version 4 is already the champion"
+
+
+def test_a_floor_the_champion_misses_too_does_not_reject_a_challenger_that_beats_it() -> None:
+    """The world moved: both models are below the PR-AUC floor on these days; the better one wins."""
+    y, good, weak = _world_where_both_miss_the_floor()
+    policy = PromotionPolicy(min_pr_auc=0.99, min_recall_at_1pct_fpr=0.0, bootstrap=100)
+    decision = decide(y, ModelScores(2, good), ModelScores(1, weak), policy)
+    assert decision.promote and decision.outcome == PROMOTED
+    assert any("as is the champion's" in r and "the comparison decides" in r for r in decision.reasons)
+
+
+def test_a_floor_the_champion_meets_still_rejects() -> None:
+    y, _good, weak = _world_where_both_miss_the_floor()
+    policy = PromotionPolicy(min_pr_auc=0.99, min_recall_at_1pct_fpr=0.0, bootstrap=100)
+    # The champion is perfect on these days: the weaker challenger is below a floor it meets.
+    decision = decide(y, ModelScores(2, weak), ModelScores(1, y.astype(float)), policy)
+    assert not decision.promote and decision.outcome == REJECTED
+    assert any("below the floor" in r for r in decision.reasons)
+
+
+def _world_where_both_miss_the_floor():
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(20_000) < 0.02).astype(int)
+    good = np.clip(0.02 + 0.5 * y * rng.random(len(y)) + 0.2 * rng.random(len(y)), 0, 1)
+    weak = np.clip(0.02 + 0.15 * y * rng.random(len(y)) + 0.2 * rng.random(len(y)), 0, 1)
+    return y, good, weak
