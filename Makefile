@@ -11,7 +11,7 @@ ARGS ?=
 .PHONY: help install lock demo up down airflow mlflow test test-fast lint secrets format bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -34,17 +34,25 @@ lock: | $(UV) ## re-resolve requirements.txt and requirements-dev.txt from the .
 demo: install ## the main job: simulate days and run the pipeline under a local Airflow scheduler
 	$(PY) -m include.devtools demo $(ARGS)
 
-up: install ## start the local Airflow (UI, scheduler, DAG processor, triggerer) in the background
+demo-cluster: install ## the demo on the cluster profile: PostgreSQL, Redis, S3, MLflow server, Celery workers
+	$(PY) -m include.devtools demo-cluster $(ARGS)
+.PHONY: demo-cluster
+
+up: install ## start the local Airflow (UI, scheduler, DAG processor, triggerer) and the MLflow UI
 	$(PY) -m include.devtools airflow up
 
-down: ## stop everything `make up` started
+down: ## stop everything `make up` started (the MLflow UI too)
 	@test -x $(PY) && $(PY) -m include.devtools airflow down || true
 
-airflow: install ## any Airflow CLI command on the local Airflow home: make airflow ARGS='dags list'
+airflow: install ## any Airflow CLI command on the local Airflow home (prepared first): ARGS='dags list'
 	$(PY) -m include.devtools airflow run -- $(ARGS)
 
-mlflow: install ## serve the MLflow UI on http://127.0.0.1:5000 (embedded tracking store)
+mlflow: install ## serve the MLflow UI on MLOPS_MLFLOW_UI_URL (http://127.0.0.1:5000) in the foreground
 	$(PY) -m include.devtools mlflow-ui $(ARGS)
+
+serve: install ## the real-time scoring service on http://127.0.0.1:8000 (ARGS='--port 8001')
+	$(PY) -m include.mlops serve $(ARGS)
+.PHONY: serve
 
 test: install ## every test tier (unit, DAG integrity, integration, end to end): what CI runs
 	$(VENV)/bin/pytest $(ARGS)
@@ -52,7 +60,7 @@ test: install ## every test tier (unit, DAG integrity, integration, end to end):
 test-fast: install ## unit and DAG-integrity tiers only
 	$(VENV)/bin/pytest tests/unit tests/dags $(ARGS)
 
-lint: install secrets ## ruff lint and format check, and the secret scan (`make secrets`)
+lint: install secrets feast-plan ## ruff lint and format check, the secret scan and the Feast plan
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
@@ -75,6 +83,24 @@ secrets: install ## fail on a secret that .secrets.baseline does not list as an 
 format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+feast-apply: install ## deploy the Feast definitions of feature_repo/ to the registry (after changing them)
+	$(PY) -m include.mlops features apply
+.PHONY: feast-apply
+
+# Against a throwaway registry (a temporary MLOPS_HOME, embedded profile): the plan lists every
+# definition as new, the apply registers them, and a second plan must then find nothing to change,
+# which is what a materialization checks before it runs.
+feast-plan: install ## Feast plan of feature_repo/ against a throwaway registry (run by `make lint`)
+	@set -euo pipefail; home=$$(mktemp -d); trap 'rm -rf "$$home"' EXIT; \
+	feast() { env -u MLOPS_PROFILE -u MLOPS_FEAST_REGISTRY -u MLOPS_FEAST_ONLINE_PATH -u MLOPS_LAKE_URL \
+		MLOPS_HOME="$$home" $(PY) -m include.mlops features "$$@"; }; \
+	feast plan; feast apply > /dev/null; feast plan --check
+.PHONY: feast-plan
+
+dashboards: install ## rebuild the Evidently workspace from the lake and serve it on :8002 (ARGS='--port 8003')
+	$(PY) -m include.devtools dashboards $(ARGS)
+.PHONY: dashboards
 
 bench: install ## benchmarks: print and save figures (never pass/fail on time)
 	$(PY) -m include.devtools bench $(ARGS)

@@ -1,45 +1,46 @@
 """The main job on the embedded profile: ``make demo``.
 
 Replays a few weeks of card payments through the whole pipeline under a real local Airflow
-scheduler, as if the platform went live today with that history:
+scheduler, as if the platform had been live through that history, in the order time gives
+(:mod:`include.devtools.replay`):
 
-1. **simulate** ``--days`` days ending yesterday into the landing zone, with drift from the
-   ``--drift-day``-th day;
-2. **ingest**: unpause the pipeline and backfill both ingestion DAGs through the REST API; each
-   landed day fans out to ``materialize_features`` through its partitioned asset;
-3. **first model**: trigger ``train_model`` as of the first day with five fully labelled days
-   behind it (labels arrive up to 5 days late) and let the policy promote it;
-4. **score and monitor**: trigger ``score_transactions`` for each day after that; each scored day
-   fans out to ``monitor_drift``, which triggers ``train_model`` with the reason when drift
-   passes the policy (once, under the cooldown), and the promotion decision follows.
+1. **simulate** ``--days`` days ending yesterday into a staging folder, with drift from the
+   ``--drift-day``-th day and a bad drop (negative amounts) on the first day;
+2. **history**: the days up to the first model land (the ingestion DAGs, backfilled over the
+   whole window, wait for each day) and fan out to ``materialize_features``; the bad drop is
+   quarantined;
+3. **first model**: ``train_model`` as of the last of those days, five fully labelled days behind
+   it (labels arrive up to 5 days late), promoted if it passes the floors;
+4. **day by day**: each day lands, is scored by the champion in force that day and monitored
+   against that champion's reference; each night the weekly nightly run (``scheduled`` or
+   ``backfill``) trains, and a drift retrain, requested on the first drifted day, waits until
+   enough drifted days are labelled, then learns them and is judged against the champion.
 
-It prints progress while it runs, a per-day summary table at the end, where the reports are and
-how to open the Airflow and MLflow UIs, and exits non-zero if any stage failed. The nightly
-training cron is switched off (``MLOPS_TRAIN_CRON=none``) in the Airflow it starts, so that every
-training in the replay is one the story asks for.
+At the end it prints a per-day table (champion, drift share against that champion's reference,
+PR-AUC once labelled) and the decisions of every training, writes them as an HTML page with a
+chart (served in the Airflow UI under "MLOps reports"), tells where everything is, and exits
+non-zero if any stage failed. In a terminal a live table shows each day's progress.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
+import logging
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 
-from include.devtools import local_airflow
-from include.mlops import lake
-from include.mlops.core.schema import CHAMPION_VERSION
+from include.devtools import demo_report, local_airflow, replay
+from include.devtools.replay import PIPELINE, PRODUCERS
 from include.mlops.core.settings import settings
 
-PRODUCERS = ("ingest_transactions", "ingest_labels")
-PIPELINE = (*PRODUCERS, "materialize_features", "score_transactions", "monitor_drift", "train_model")
-TERMINAL = {"success", "failed"}
 FIRST_MODEL_LABELLED_DAYS = 5
 """Fully labelled days the first model learns from (training days plus one out-of-time day)."""
+NIGHTLY_OFFSET_DAYS = 3
+"""The first nightly training night comes this many days after the first model; then weekly."""
 
 
 @dataclass
@@ -55,6 +56,7 @@ class DemoPlan:
     train_window_days: int = 8
     oot_days: int = 3
     bad_day: dt.date | None = None
+    nightly_nights: list[dt.date] = field(default_factory=list)
 
     @property
     def end(self) -> dt.date:
@@ -70,6 +72,19 @@ class DemoPlan:
         first = self.first_training_as_of.isoformat()
         return [k for k in self.keys if k > first]
 
+    @property
+    def cron(self) -> str:
+        """``MLOPS_TRAIN_CRON`` of the replay's Airflow: weekly on the nightly nights, or ``none``."""
+        return replay.nightly_cron(self.nightly_nights[0]) if self.nightly_nights else "none"
+
+    @property
+    def cadence(self) -> str:
+        """The nightly cadence in words, for the summary."""
+        if not self.nightly_nights:
+            return "nightly training switched off"
+        nights = ", ".join(str(n) for n in self.nightly_nights)
+        return f"the nightly training runs weekly in this replay, to keep time (nights {nights})"
+
 
 def plan(
     days: int,
@@ -78,13 +93,16 @@ def plan(
     seed: int,
     today: dt.date,
     first_training_day: int | None = None,
+    nightly: bool = True,
+    bad_day: int | None = 1,
 ) -> DemoPlan:
     """The demo's window: ``days`` days ending yesterday; drift from the ``drift_day``-th day.
 
     The first model is trained as of the first day with :data:`FIRST_MODEL_LABELLED_DAYS` fully
-    labelled days behind it (or ``first_training_day``), before the drift; the drift-triggered
-    retrain later learns from more labelled days than it did, so the promotion step compares two
-    different models.
+    labelled days behind it (or ``first_training_day``), before the drift. Nightly trainings run
+    weekly from :data:`NIGHTLY_OFFSET_DAYS` after it. ``bad_day`` (1-based; ``None``: none) gets a
+    bad transactions drop: day 1 by default, which no training window reads (the first
+    training day needs the feature snapshot of the day before it).
     """
     from include.mlops.core.schema import MAX_LABEL_DELAY_DAYS
 
@@ -102,228 +120,80 @@ def plan(
             f"use more --days or a later --drift-day (labels arrive up to {MAX_LABEL_DELAY_DAYS} days late)"
         )
     oot = max(1, min(3, labelled // 4))
+    first_day = start + dt.timedelta(days=first - 1)
+    end = start + dt.timedelta(days=days - 1)
+    nights = []
+    night = first_day + dt.timedelta(days=NIGHTLY_OFFSET_DAYS)
+    while nightly and night <= end:
+        nights.append(night)
+        night += dt.timedelta(days=7)
     return DemoPlan(
-        start, days, rows_per_day, drift_from, seed, start + dt.timedelta(days=first - 1), labelled - oot, oot
+        start,
+        days,
+        rows_per_day,
+        drift_from,
+        seed,
+        first_day,
+        labelled - oot,
+        oot,
+        bad_day=start + dt.timedelta(days=bad_day - 1) if bad_day else None,
+        nightly_nights=nights,
     )
 
 
 def _log(message: str) -> None:
-    print(f"[demo {dt.datetime.now():%H:%M:%S}] {message}", flush=True)
+    logging.getLogger("include.devtools.demo").info(message)
 
 
-@dataclass
-class Tracker:
-    """Follows the runs of the pipeline's DAGs and prints each one that finishes."""
-
-    client: Any
-    log: Any = _log
-    seen: dict[tuple[str, str], str] = field(default_factory=dict)
-
-    def runs(self, dag_id: str) -> list[dict]:
-        return self.client.dag_runs(dag_id)
-
-    def states(self, dag_id: str, keys: list[str] | None = None) -> dict[str, str]:
-        """Latest state per partition key (or per run id for unpartitioned runs)."""
-        out: dict[str, str] = {}
-        for run in self.runs(dag_id):
-            key = run.get("partition_key") or run["dag_run_id"]
-            if keys is None or key in keys:
-                out[key] = run["state"]
-        return out
-
-    def report(self) -> None:
-        for dag_id in PIPELINE:
-            for key, state in self.states(dag_id).items():
-                if state in TERMINAL and self.seen.get((dag_id, key)) != state:
-                    self.log(f"{dag_id} {key}: {state}")
-                self.seen[(dag_id, key)] = state
-
-    def wait(self, done, what: str, timeout: float, every: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.report()
-            if done():
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(every)
-
-    def settled(self, dag_id: str, keys: list[str]) -> bool:
-        states = self.states(dag_id, keys)
-        return all(states.get(k) in TERMINAL for k in keys)
-
-    def idle(self, dag_ids) -> bool:
-        return all(r["state"] in TERMINAL for d in dag_ids for r in self.runs(d))
+RUNTIME_FOLDERS = (
+    "simulated",
+    "landing",
+    "lake",
+    "quarantine",
+    "reports",
+    "feast",
+    "mlflow",
+    "airflow",
+    "alerts",
+)
+"""What a replay leaves under ``MLOPS_HOME``: cleared before the next one, which replays the
+same dates (a benchmark's results, for one, stay)."""
 
 
-def _rows(dataset: str, day: str) -> int | None:
-    files = lake.data_files(lake.partition("lake", dataset, day))
-    return sum(lake.parquet_rows(f) for f in files) if files else None
+def fresh_home(home: os.PathLike) -> list[str]:
+    """Remove the runtime state of an earlier replay under ``home``; returns what was removed."""
+    import shutil
+    from pathlib import Path
+
+    removed = []
+    for name in RUNTIME_FOLDERS:
+        path = Path(home) / name
+        if path.exists():
+            shutil.rmtree(path)
+            removed.append(name)
+    return removed
 
 
-def _json(url: str) -> dict | None:
-    loc = lake.location(url)
-    return json.loads(lake.read_bytes(loc)) if lake.exists(loc) else None
+def stage(demo: DemoPlan, staging_url: str, log=_log) -> None:
+    """Simulate the plan's days into ``staging_url`` and spoil the bad day's transactions drop."""
+    import pyarrow as pa
 
+    from include.devtools.simulator import SimulationConfig, simulate, transactions_for_day, write_drop
 
-def _predictions_file(day: str) -> lake.Location:
-    """The day's predictions file (scored by a champion), as a storage location."""
-    return lake.partition_file(lake.PREDICTIONS, dt.date.fromisoformat(day))
-
-
-def _champion_of(day: str) -> str:
-    import pyarrow.parquet as pq
-
-    loc = _predictions_file(day)
-    if not lake.exists(loc):
-        return "-"
-    with loc.fs.open_input_file(loc.path) as handle:
-        versions = pq.read_table(handle, columns=[CHAMPION_VERSION]).column(0).unique().to_pylist()
-    return ",".join(f"v{v}" for v in versions)
-
-
-def day_summary(demo: DemoPlan, tracker: Tracker) -> list[dict]:
-    """One row per day: rows, validation outcomes, drift share, champion, decisions."""
-    s = settings()
-    ingest = {d: tracker.states(d, demo.keys) for d in PRODUCERS}
-    rows = []
-    for key in demo.keys:
-        verdict = _json(lake.partition("reports", lake.DRIFT_REPORTS, key, s).join("verdict.json").url) or {}
-        share = verdict.get("drift_share", verdict.get("share_drifted"))
-        rows.append(
-            {
-                "day": key,
-                "drift_injected": bool(demo.drift_from and key >= demo.drift_from.isoformat()),
-                "transactions": _rows("transactions", key),
-                "transactions_validation": ingest["ingest_transactions"].get(key, "-"),
-                "labels_validation": ingest["ingest_labels"].get(key, "-"),
-                "drift_share": share,
-                "champion": _champion_of(key),
-                "decision": "retrain triggered" if verdict.get("retrain") else "",
-            }
+    config = SimulationConfig(seed=demo.seed, rows_per_day=demo.rows_per_day, drift_from=demo.drift_from)
+    simulate(demo.start, demo.days, config, staging_url, progress=lambda line: log(f"  {line}"))
+    if demo.bad_day:
+        # A processor's export bug: refunds written as negative amounts in an otherwise valid drop.
+        table = transactions_for_day(demo.bad_day, config)
+        amounts = table.column("amount").to_pylist()
+        amounts[:25] = [-abs(a) - 1 for a in amounts[:25]]
+        column = table.schema.get_field_index("amount")
+        write_drop(
+            staging_url, "transactions", demo.bad_day, table.set_column(column, "amount", pa.array(amounts))
         )
-    return rows
 
 
-def format_summary(rows: list[dict]) -> str:
-    header = (
-        f"{'day':<11} {'drift?':<6} {'rows':>7} {'txn GX':<8} {'labels GX':<9} "
-        f"{'drift share':>11} {'champion':<9} decision"
-    )
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        share = "-" if r["drift_share"] is None else f"{r['drift_share']:.2f}"
-        lines.append(
-            f"{r['day']:<11} {'yes' if r['drift_injected'] else '':<6} "
-            f"{r['transactions'] if r['transactions'] is not None else '-':>7} "
-            f"{r['transactions_validation']:<8} {r['labels_validation']:<9} {share:>11} "
-            f"{r['champion']:<9} {r['decision']}"
-        )
-    return "\n".join(lines)
-
-
-def training_decisions(tracker: Tracker) -> list[str]:
-    """One line per train_model run: why it ran and what the promotion step decided."""
-    lines = []
-    for run in tracker.runs("train_model"):
-        conf = run.get("conf") or {}
-        outcome = "?"
-        tis = {t["task_id"]: t for t in tracker.client.task_instances("train_model", run["dag_run_id"])}
-        if "evaluate_and_promote" in tis:
-            outcome = tis["evaluate_and_promote"]["state"] or "-"
-            try:
-                value = tracker.client.get(
-                    f"/api/v2/dags/train_model/dagRuns/{_q(run['dag_run_id'])}/taskInstances/"
-                    "evaluate_and_promote/xcomEntries/return_value"
-                )["value"]
-                result = value if isinstance(value, dict) else json.loads(value)
-                outcome = f"{result['outcome']}: v{result['challenger_version']} ({result['reason']})"
-            except Exception:
-                pass
-        lines.append(f"{run['state']:<8} reason={conf.get('reason', 'nightly')!r} -> {outcome}")
-    return lines
-
-
-def _q(text: str) -> str:
-    import urllib.parse
-
-    return urllib.parse.quote(text, safe="")
-
-
-def run_pipeline(demo: DemoPlan, client: Any, timeout: float = 1800.0, log=_log) -> Tracker:
-    """Drive stages 2-4 against a running Airflow; returns the tracker for the summary.
-
-    The replay keeps production's order: every day is in before the first model trains, and the
-    days after it are scored (and monitored) oldest first. Their scheduled scoring runs ran before
-    there was a champion and skipped, so they are triggered again once the first model is in.
-    """
-    tracker = Tracker(client, log)
-    deadline = time.monotonic() + timeout
-
-    def left() -> float:
-        return max(deadline - time.monotonic(), 1.0)
-
-    tracker.wait(lambda: set(PIPELINE) <= set(client.dag_ids()), "the DAGs to be parsed", 120)
-    for dag_id in PIPELINE:
-        client.unpause(dag_id)
-    # Unpausing a producer schedules its latest partition (yesterday, the window's last day);
-    # the backfill covers the days before it.
-    for dag_id in PRODUCERS:
-        if demo.days > 1:
-            client.backfill(dag_id, f"{demo.start}T00:00:00Z", f"{demo.end - dt.timedelta(days=1)}T00:00:00Z")
-    log(f"stage ingest: backfilling {demo.start} .. {demo.end} ({demo.days} days x 2 datasets)")
-    good_keys = [k for k in demo.keys if not (demo.bad_day and k == demo.bad_day.isoformat())]
-    tracker.wait(
-        lambda: (
-            all(tracker.settled(d, demo.keys) for d in PRODUCERS)
-            and tracker.settled("materialize_features", good_keys)
-        ),
-        "ingestion and features of every day",
-        left(),
-    )
-    as_of = demo.first_training_as_of.isoformat()
-    log(f"stage first model: training as of {as_of}")
-    client.trigger(
-        "train_model",
-        conf={
-            "reason": f"initial model (history through {as_of})",
-            "as_of": as_of,
-            "window_days": demo.train_window_days,
-            "oot_days": demo.oot_days,
-        },
-    )
-    tracker.wait(
-        lambda: tracker.idle(["train_model"]) and tracker.runs("train_model"), "first training", left()
-    )
-
-    scored = [k for k in demo.scored_keys if k in good_keys]
-    tracker.wait(lambda: tracker.settled("score_transactions", scored), "the scheduled scoring runs", left())
-    states = tracker.states("score_transactions", scored)
-    # A run that finished without predictions ran before the first promotion (it skipped).
-    missing = [k for k in scored if states.get(k) == "success" and not lake.exists(_predictions_file(k))]
-    log(
-        f"stage score and monitor: {scored[0]} .. {scored[-1]} ({len(scored)} days: "
-        f"{len(missing)} triggered, {len(scored) - len(missing)} already scored)"
-    )
-    for key in missing:
-        client.trigger("score_transactions", partition_key=key)
-        time.sleep(0.5)  # SQLite: one write at a time keeps the API from answering 500
-    tracker.wait(
-        lambda: (
-            tracker.settled("score_transactions", scored)
-            and tracker.settled(
-                "monitor_drift",
-                [k for k in scored if tracker.states("score_transactions").get(k) == "success"],
-            )
-            and tracker.idle(["monitor_drift", "train_model"])
-        ),
-        "scoring, monitoring and any retraining",
-        left(),
-    )
-    return tracker
-
-
-def failures(demo: DemoPlan, tracker: Tracker) -> list[str]:
+def failures(demo: DemoPlan, tracker: replay.Tracker) -> list[str]:
     """Runs that failed, except the deliberately bad day's ingestion."""
     bad = demo.bad_day.isoformat() if demo.bad_day else None
     out = []
@@ -334,44 +204,119 @@ def failures(demo: DemoPlan, tracker: Tracker) -> list[str]:
     return out
 
 
+class LiveTable:
+    """A live table of the replayed days in a terminal (``rich``): one row per day, one column per stage."""
+
+    SYMBOLS: ClassVar[dict[str, str]] = {
+        "success": "[green]ok[/]",
+        "failed": "[red]failed[/]",
+        "running": "[yellow]...[/]",
+    }
+
+    def __init__(self, demo: DemoPlan):
+        from rich.console import Console
+        from rich.live import Live
+
+        self.demo = demo
+        self.console = Console()
+        self.live = Live(console=self.console, refresh_per_second=2, transient=False)
+        self.live.start()
+
+    def log(self, message: str) -> None:
+        self.console.log(message)
+
+    def __call__(self, tracker: replay.Tracker) -> None:
+        from rich.table import Table
+
+        table = Table(title="demo replay", expand=False)
+        stages = [*PRODUCERS, "materialize_features", "score_transactions", "monitor_drift"]
+        table.add_column("day")
+        for name in ("transactions", "labels", "features", "scoring", "drift"):
+            table.add_column(name)
+        states = {d: tracker.states(d, self.demo.keys) for d in stages}
+        for key in self.demo.keys:
+            cells = [states[d].get(key, "") for d in stages]
+            if any(cells):
+                table.add_row(key, *(self.SYMBOLS.get(c, c) for c in cells))
+        trainings = [
+            f"{replay.training_as_of(r)} {r['state']}: {(r.get('conf') or {}).get('reason') or 'nightly'}"
+            for r in tracker.trainings()
+        ]
+        if trainings:
+            table.caption = "train_model: " + " | ".join(trainings[-4:])
+        self.live.update(table)
+
+    def stop(self) -> None:
+        self.live.stop()
+
+
+def summarize(demo: DemoPlan, tracker: replay.Tracker) -> str:
+    """Print the text summary and write the HTML page; returns the page's path in the Airflow UI."""
+    days = demo_report.day_rows(demo, tracker)
+    trainings = demo_report.training_rows(tracker)
+    page = demo_report.write_page(demo_report.html_page(demo, days, trainings, demo.cadence))
+    print()
+    print(demo_report.format_days(days))
+    print()
+    print(f"train_model runs ({demo.cadence}):")
+    for line in demo_report.format_trainings(trainings).splitlines():
+        print(f"  {line}")
+    print()
+    return page.url
+
+
 def run_demo(demo: DemoPlan, keep_up: bool = False, timeout: float = 1800.0) -> int:
     from include.devtools.airflow_api import AirflowClient
-    from include.devtools.simulator import SimulationConfig, simulate
+    from include.mlops.orchestration import links
 
     s = settings()
     if local_airflow.running():
         _log("a local Airflow is already running: `make down` first (the demo starts its own)")
         return 2
     started = time.monotonic()
+    removed = fresh_home(s.home)
+    if removed:
+        _log(f"cleared the previous replay's state under {s.home}: {', '.join(removed)}")
+    staging = str(s.home / "simulated")
     _log(
-        f"stage simulate: {demo.days} days {demo.start} .. {demo.end}, {demo.rows_per_day} rows/day, "
-        f"drift from {demo.drift_from or 'never'} -> {s.landing_url}"
+        f"simulate: {demo.days} days {demo.start} .. {demo.end}, {demo.rows_per_day} rows/day, drift from "
+        f"{demo.drift_from or 'never'}, bad drop on {demo.bad_day or 'no day'} -> {staging}"
     )
-    config = SimulationConfig(seed=demo.seed, rows_per_day=demo.rows_per_day, drift_from=demo.drift_from)
-    simulate(demo.start, demo.days, config, s.landing_url, progress=lambda line: _log(f"  {line}"))
+    stage(demo, staging)
 
-    os.environ["MLOPS_TRAIN_CRON"] = "none"
-    _log("starting the local Airflow")
+    os.environ["MLOPS_TRAIN_CRON"] = demo.cron
+    os.environ.setdefault("MLOPS_SENSOR_POKE_SECONDS", "2")
+    _log(f"starting the local Airflow (nightly training: {demo.cron})")
     local_airflow.up()
     client = AirflowClient(local_airflow.base_url(), local_airflow.USER, local_airflow.password())
+    live = LiveTable(demo) if sys.stdout.isatty() else None
     failed: list[str] = []
     try:
-        tracker = run_pipeline(demo, client, timeout=timeout)
+        try:
+            tracker = replay.run_pipeline(
+                demo,
+                client,
+                staging,
+                s.landing_url,
+                timeout=timeout,
+                log=live.log if live else _log,
+                progress=live,
+            )
+        finally:
+            if live:
+                live.stop()
         failed = failures(demo, tracker)
-        print()
-        print(format_summary(day_summary(demo, tracker)))
-        print()
-        print("train_model runs:")
-        for line in training_decisions(tracker):
-            print(f"  {line}")
-        print()
+        page = summarize(demo, tracker)
+        login = f"{local_airflow.USER} / {local_airflow.password()}"
+        print(f"Summary page:  {local_airflow.base_url()}{links.ui_path(page)}  (also {page})")
         print(f"Lake:          {s.lake_url}")
         print(f"Quarantine:    {s.quarantine_url}")
         print(f"Reports:       {s.reports_url}  (Data Docs per day, drift reports per day)")
-        login = f"{local_airflow.USER} / {local_airflow.password()}"
         print(f"Airflow UI:    {local_airflow.base_url()}  login {login}  (make demo ARGS=--keep-up)")
-        print(f"MLflow UI:     make mlflow   (then http://127.0.0.1:5000; tracking {s.mlflow_tracking_uri})")
-    except TimeoutError as exc:
+        print(
+            f"MLflow UI:     {s.mlflow_ui_url}  (with --keep-up or make up; tracking {s.mlflow_tracking_uri})"
+        )
+    except (TimeoutError, RuntimeError) as exc:
         failed.append(str(exc))
     finally:
         if keep_up:
@@ -389,21 +334,30 @@ def run_demo(demo: DemoPlan, keep_up: bool = False, timeout: float = 1800.0) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo ARGS=...", description=__doc__)
-    parser.add_argument("--days", type=int, default=21, help="days of history (default 21)")
+    parser.add_argument("--days", type=int, default=25, help="days of history (default 25)")
     parser.add_argument("--rows-per-day", type=int, default=20_000, help="payments a day (default 20000)")
     parser.add_argument(
-        "--drift-day", type=int, default=14, help="drift from this day of the window (0: none)"
+        "--drift-day", type=int, default=13, help="drift from this day of the window (0: none)"
     )
     parser.add_argument("--seed", type=int, default=None, help="simulator seed (default MLOPS_SEED)")
+    parser.add_argument("--no-nightly", action="store_true", help="no nightly training runs")
     parser.add_argument("--keep-up", action="store_true", help="leave Airflow running to explore the UI")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the pipeline")
     args = parser.parse_args(argv)
+    # The demo's own lines, plainly: Airflow's import replaces the root logger's format.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[demo %(asctime)s] %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("include.devtools")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     demo = plan(
         args.days,
         args.rows_per_day,
         args.drift_day or None,
         settings().seed if args.seed is None else args.seed,
         dt.datetime.now(dt.UTC).date(),
+        nightly=not args.no_nightly,
     )
     return run_demo(demo, keep_up=args.keep_up, timeout=args.timeout)
 

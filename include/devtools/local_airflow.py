@@ -6,29 +6,51 @@ LocalExecutor with a parallelism that fits a 2-core laptop, and applies ``airflo
 (the Astro CLI's format for connections, pools and variables) because the Astro CLI is not needed
 to run the project.
 
+A home is prepared before it is used (:func:`prepare`): the metadata DB migrated when it is not at
+Airflow's head revision, ``airflow_settings.yaml`` applied, and the Feast definitions deployed
+(``python -m include.mlops features apply``); ``up`` always applies and deploys, ``run`` only what
+a fresh or changed home needs, so ``make airflow ARGS='dags test ...'`` works on a fresh clone.
+
 Each component runs in its own process group, recorded in a PID file, so ``down`` stops exactly
-what ``up`` started, task processes included.
+what ``up`` started, task processes included. The MLflow UI (``MLOPS_MLFLOW_UI_URL``, where the
+task pages' "MLflow run" buttons lead) is started and stopped with them.
+
+The environment it is given chooses the rest: with ``AIRFLOW__CORE__EXECUTOR=CeleryExecutor`` and a
+PostgreSQL metadata DB (what :mod:`include.devtools.cluster` sets for ``make demo-cluster``), ``up``
+also starts a Celery worker per queue list of :data:`CELERY_WORKERS`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import importlib.util
 import json
 import os
+import re
 import secrets
 import shlex
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 from include.mlops.core.settings import PROJECT_ROOT, settings
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+"""Airflow's components, each an ``airflow COMMAND`` of its own."""
+CELERY_WORKERS = "MLOPS_AIRFLOW_CELERY_WORKERS"
+"""With the CeleryExecutor: the Celery workers to start, one queue list each, separated by ``;``
+(``default;default,training``: two workers, the second also serving the training queue)."""
+MLFLOW_UI = "mlflow-ui"
+"""The MLflow UI started beside them (``python -m include.devtools mlflow-ui``)."""
 USER = "admin"
 
 
@@ -124,6 +146,11 @@ def airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
         # Every component must sign and check task tokens with the same secret.
         **{key: _secret(home, name) for key, name in SECRET_FILES.items()},
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        # Task logs: MLflow writes its records (and alembic's schema checks, at INFO) through a
+        # handler of its own on stderr, which Airflow's log viewer shows as ERROR, and draws a
+        # progress bar per artifact download (one ERROR line each). Only its warnings are kept.
+        "MLFLOW_LOGGING_LEVEL": "WARNING",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p),
@@ -177,15 +204,59 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def components(env: dict[str, str]) -> dict[str, list[str]]:
+    """The processes ``up`` starts for ``env``, by name: Airflow's :data:`COMPONENTS`, and with the
+    CeleryExecutor a Celery worker per queue list of :data:`CELERY_WORKERS` (default one worker)."""
+    commands = {component: [_airflow_bin(), component] for component in COMPONENTS}
+    if env.get("AIRFLOW__CORE__EXECUTOR", "").rpartition(".")[2] != "CeleryExecutor":
+        return commands
+    run = Path(env["AIRFLOW_HOME"]) / "run"
+    specs = [q.strip() for q in env.get(CELERY_WORKERS, "default").split(";") if q.strip()]
+    for number, queues in enumerate(specs, start=1):
+        name = f"celery-worker-{number}"
+        commands[name] = [
+            *(_airflow_bin(), "celery", "worker", "--queues", queues, "--celery-hostname", f"{name}@%h"),
+            # Each worker's own PID file (the default one is shared); logs are read from the shared
+            # log folder, so no worker serves them (they would all want the same port).
+            *("--pid", str(run / f"{name}.celery.pid"), "--skip-serve-logs"),
+        ]
+    return commands
+
+
+WORKER_NAME = "MLOPS_AIRFLOW_WORKER_NAME"
+"""The name of the Celery worker a process belongs to (set by ``up`` for each worker)."""
+
+
+def worker_hostname() -> str:
+    """Airflow's ``hostname_callable`` in a Celery worker: ``<worker>@<host>``, so a task instance's
+    hostname says which of the workers on this one machine ran it."""
+    host = socket.getfqdn()
+    name = os.environ.get(WORKER_NAME)
+    return f"{name}@{host}" if name else host
+
+
+def component_env(component: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment of one component: ``env``, plus its name and hostname in a Celery worker."""
+    if not component.startswith("celery-worker-"):
+        return env
+    return {
+        **env,
+        WORKER_NAME: component,
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "include.devtools.local_airflow.worker_hostname",
+    }
+
+
 def running() -> dict[str, int]:
-    """The components started by ``up`` that are still alive, by name."""
+    """The components started by ``up`` that are still alive, by name (the MLflow UI included)."""
     alive = {}
-    for component in COMPONENTS:
-        path = _pid_file(component)
-        if path.exists():
+    folder = airflow_home() / "run"
+    for path in sorted(folder.glob("*.pid")) if folder.is_dir() else []:
+        if path.name.endswith(".celery.pid"):
+            continue  # a Celery worker's own record of its PID; its group's is `<name>.pid`
+        with contextlib.suppress(ValueError, OSError):
             pid = int(path.read_text())
             if _alive(pid):
-                alive[component] = pid
+                alive[path.stem] = pid
     return alive
 
 
@@ -236,6 +307,216 @@ def apply_settings(path: Path = PROJECT_ROOT / "airflow_settings.yaml") -> dict[
     return counts
 
 
+def _apply_settings_here() -> bool:
+    """Whether this process already has the local Airflow's metadata DB configured."""
+    key = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+    return os.environ.get(key) == airflow_env().get(key)
+
+
+def migrations_head() -> str | None:
+    """The newest revision of Airflow's metadata DB schema, read from its migration scripts.
+
+    Reading the scripts (about a hundred small files) takes milliseconds; importing Airflow to ask
+    it takes seconds. ``None`` when the scripts do not name exactly one head.
+    """
+    spec = importlib.util.find_spec("airflow")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    revisions, parents = set(), set()
+    for script in (Path(next(iter(spec.submodule_search_locations))) / "migrations" / "versions").glob(
+        "*.py"
+    ):
+        text = script.read_text()
+        revision = re.search(r"^revision\s*=\s*[\"']([0-9a-f]+)[\"']", text, re.MULTILINE)
+        down = re.search(r"^down_revision\s*=\s*(.+)$", text, re.MULTILINE)
+        if revision:
+            revisions.add(revision.group(1))
+        if down:
+            parents.update(re.findall(r"[\"']([0-9a-f]+)[\"']", down.group(1)))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def database_revision(env: dict[str, str]) -> str | None:
+    """The revision a SQLite metadata DB is at; ``None`` when there is none yet or it is no SQLite."""
+    url = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.Error:
+        return None
+    return rows[0][0] if len(rows) == 1 else None
+
+
+def needs_migration(env: dict[str, str]) -> bool:
+    """Whether ``airflow db migrate`` has work to do (when unsure, it is run: it is idempotent)."""
+    head = migrations_head()
+    return head is None or database_revision(env) != head
+
+
+def definitions_digest() -> str:
+    """A digest of what the Feast deploy registers: the repository's files and the settings that
+    shape the registry (profile, registry, lake). A change means the definitions must be deployed."""
+    s = settings()
+    digest = hashlib.sha256()
+    for value in (s.profile, s.feast_registry, s.lake_url, s.s3_endpoint_url or ""):
+        digest.update(f"{value}\0".encode())
+    repo = Path(s.feast_repo)
+    for path in sorted(repo.rglob("*")):
+        definition = path.suffix in {".py", ".yaml"} or path.name == ".feastignore"
+        if definition and path.is_file() and "__pycache__" not in path.parts:
+            digest.update(f"{path.relative_to(repo)}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _registry_missing() -> bool:
+    """Whether the embedded Feast registry does not exist yet (a cluster one is never assumed missing)."""
+    s = settings()
+    path = Path(s.feast_registry)
+    return not s.is_cluster and not (path.is_file() and path.stat().st_size > 0)
+
+
+class _Record:
+    """What was last applied to this home (``run/prepared.json``), saved after every step."""
+
+    def __init__(self) -> None:
+        self.path = airflow_home() / "run" / "prepared.json"
+        self.values = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        self.values[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(self.values, indent=2))
+        os.replace(tmp, self.path)
+
+
+def _step(command: list[str], env: dict[str, str], what: str) -> tuple[str, float]:
+    """Run one preparation command; its output is shown only when it fails. Its stdout and seconds."""
+    started = time.monotonic()
+    done = subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-8000:])
+        raise RuntimeError(f"{what} failed (exit {done.returncode}): {shlex.join(command)}")
+    return done.stdout, time.monotonic() - started
+
+
+def _deploy_feast(env: dict[str, str], record: _Record, force: bool, log) -> str | None:
+    """Deploy the Feast definitions when needed (see :func:`prepare`); what was done, if anything."""
+    digest = definitions_digest()
+    missing = _registry_missing()
+    if not (force or missing or record.get("feast_definitions") != digest):
+        return None
+    if not (force or missing) and running():
+        log(
+            "The Feast definitions changed since they were deployed. Airflow is running, so they are not "
+            "applied now (an apply while a day materializes can lose its state): `make feast-apply`."
+        )
+        return None
+    command = [sys.executable, "-m", "include.mlops", "features", "apply"]
+    _, seconds = _step(command, env, "deploying the Feast definitions")
+    record.set("feast_definitions", digest)
+    return f"Feast definitions deployed to {settings().feast_registry} ({seconds:.1f} s)"
+
+
+def prepare(force: bool = False, log=lambda line: print(line, file=sys.stderr, flush=True)) -> list[str]:
+    """Make the Airflow home usable: migrate its DB, apply ``airflow_settings.yaml``, deploy Feast.
+
+    The migration runs only when the DB is not at Airflow's head revision. The settings file is
+    applied after a migration, when it changed since it was last applied here, or when ``force``;
+    the Feast definitions are deployed when the registry does not exist, when they (or the settings
+    that shape them) changed since the last deploy from here, or when ``force``. A changed
+    repository is not deployed while Airflow runs: that is said, with the command. An already
+    prepared home costs a few milliseconds. Returns what was done (also logged).
+    """
+    env = airflow_env()
+    record = _Record()
+    done: list[str] = []
+    migrated = needs_migration(env)
+    if migrated:
+        _, seconds = _step([_airflow_bin(), "db", "migrate"], env, "airflow db migrate")
+        done.append(f"database migrated ({seconds:.1f} s)")
+    settings_digest = hashlib.sha256((PROJECT_ROOT / "airflow_settings.yaml").read_bytes()).hexdigest()
+    if force or migrated or record.get("airflow_settings") != settings_digest:
+        command = [sys.executable, "-m", "include.devtools", "airflow", "apply-settings"]
+        out, _ = _step(command, env, "applying airflow_settings.yaml")
+        record.set("airflow_settings", settings_digest)
+        done.append(out.strip().removeprefix("Applied ") or "airflow_settings.yaml applied")
+    deployed = _deploy_feast(env, record, force, log)
+    if deployed:
+        done.append(deployed)
+    if done:
+        log(f"Prepared the Airflow home {airflow_home()}: " + "; ".join(done))
+    return done
+
+
+def mlflow_ui_address() -> tuple[str, int] | None:
+    """Host and port of the MLflow UI to start (from ``MLOPS_MLFLOW_UI_URL``); ``None`` when the URL
+    is not on this machine (a shared MLflow server: nothing to start)."""
+    url = urlparse(settings().mlflow_ui_url)
+    if url.hostname not in {"127.0.0.1", "localhost", "::1", "0.0.0.0"}:
+        return None
+    return url.hostname, url.port or (443 if url.scheme == "https" else 80)
+
+
+def _listening(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
+
+
+def start_mlflow_ui(env: dict[str, str]) -> str:
+    """Start the MLflow UI in its own process group, unless something already listens on its port.
+
+    Returns a line for the operator: where it is, or why it was not started.
+    """
+    address = mlflow_ui_address()
+    url = settings().mlflow_ui_url
+    if url == settings().mlflow_tracking_uri.rstrip("/"):
+        return f"{url} (the MLflow tracking server)"
+    if address is None:
+        return f"{url} (not on this machine: not started)"
+    host, ui_port = address
+    if _listening(host, ui_port):
+        return f"{url} (port {ui_port} already in use, maybe by `make mlflow`: not started)"
+    log = open(airflow_home() / "logs" / f"{MLFLOW_UI}.log", "ab")  # noqa: SIM115 - handed to the child
+    command = [sys.executable, "-m", "include.devtools", "mlflow-ui", "--host", host, "--port", str(ui_port)]
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        cwd=airflow_home(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _pid_file(MLFLOW_UI).write_text(str(proc.pid))
+    return url
+
+
+def wait_mlflow_ui(timeout: float = 60.0) -> bool:
+    """Poll the MLflow UI's ``/health`` until it answers; ``False`` if it exited or never answered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and MLFLOW_UI in running():
+        with (
+            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+            urllib.request.urlopen(f"{settings().mlflow_ui_url}/health", timeout=5) as resp,
+        ):
+            if resp.status == 200:
+                return True
+        time.sleep(1.0)
+    return False
+
+
 def wait_healthy(timeout: float = 90.0) -> dict:
     """Poll ``/api/v2/monitor/health`` until the metadata DB and the scheduler are healthy."""
     deadline = time.monotonic() + timeout
@@ -249,7 +530,7 @@ def wait_healthy(timeout: float = 90.0) -> dict:
                 return health
         except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError) as exc:
             last = exc
-        dead = [c for c in COMPONENTS if c not in running()]
+        dead = [c for c in components(airflow_env()) if c not in running()]
         if dead:
             raise RuntimeError(
                 f"Airflow component(s) {', '.join(dead)} exited; "
@@ -260,7 +541,7 @@ def wait_healthy(timeout: float = 90.0) -> dict:
 
 
 def up() -> None:
-    """Migrate the DB, apply airflow_settings.yaml and start every component in the background."""
+    """Prepare the home, start every component and the MLflow UI in the background."""
     if running():
         print(f"Airflow is already running ({', '.join(running())}); `make down` stops it.")
         return
@@ -269,18 +550,12 @@ def up() -> None:
     (home / "logs").mkdir(parents=True, exist_ok=True)
     env = airflow_env()
     started = time.monotonic()
-    subprocess.run([_airflow_bin(), "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(
-        [sys.executable, "-m", "include.devtools", "airflow", "apply-settings"],
-        env=env,
-        check=True,
-        cwd=PROJECT_ROOT,
-    )
-    for component in COMPONENTS:
+    prepare(force=True, log=print)
+    for component, command in components(env).items():
         log = open(home / "logs" / f"{component}.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            [_airflow_bin(), component],
-            env=env,
+            command,
+            env=component_env(component, env),
             cwd=PROJECT_ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -288,11 +563,15 @@ def up() -> None:
             start_new_session=True,
         )
         _pid_file(component).write_text(str(proc.pid))
+    mlflow_ui = start_mlflow_ui(env)
     wait_healthy()
+    if MLFLOW_UI in running() and not wait_mlflow_ui():
+        mlflow_ui += f" (did not answer: see {home / 'logs' / f'{MLFLOW_UI}.log'})"
     print(
         f"Airflow is up in {time.monotonic() - started:.0f}s.\n"
         f"  UI:       {base_url()}\n"
         f"  login:    {USER} / {password()}\n"
+        f"  MLflow:   {mlflow_ui}\n"
         f"  home:     {home}\n"
         f"  logs:     {home / 'logs'}\n"
         f"  stop it:  make down"
@@ -300,7 +579,7 @@ def up() -> None:
 
 
 def down(timeout: float = 30.0) -> list[str]:
-    """Stop every component started by ``up``, with the task processes in their groups."""
+    """Stop every component started by ``up`` (the MLflow UI too), with the processes in their groups."""
     stopped = []
     for component, pid in running().items():
         try:
@@ -315,9 +594,19 @@ def down(timeout: float = 30.0) -> list[str]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         print(f"{component} did not stop in {timeout:.0f}s and was killed", file=sys.stderr)
-    for component in COMPONENTS:
-        _pid_file(component).unlink(missing_ok=True)
+    for path in (airflow_home() / "run").glob("*.pid"):
+        path.unlink(missing_ok=True)
     return stopped
+
+
+def status() -> dict[str, str]:
+    """What runs, by component: its process and, for those that serve one, the URL."""
+    urls = {"api-server": base_url(), MLFLOW_UI: settings().mlflow_ui_url}
+    return {c: f"pid {pid}" + (f" ({urls[c]})" if c in urls else "") for c, pid in running().items()}
+
+
+NEEDS_NO_HOME = {"version", "cheat-sheet", "config", "db", "-h", "--help"}
+"""Airflow commands that ``run`` passes on without preparing the home (``db`` manages it itself)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,21 +627,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "up":
-        up()
+        try:
+            up()
+        except RuntimeError as error:  # a preparation step failed; its output is above
+            print(error, file=sys.stderr)
+            return 1
     elif args.command == "down":
         stopped = down()
         print(f"Stopped {', '.join(stopped)}." if stopped else "Nothing was running.")
     elif args.command == "status":
-        alive = running()
-        print("\n".join(f"{c}: pid {p}" for c, p in alive.items()) or "Airflow is not running.")
+        alive = status()
+        print("\n".join(f"{c}: {line}" for c, line in alive.items()) or "Airflow is not running.")
         return 0 if alive else 1
     elif args.command == "apply-settings":
+        if not _apply_settings_here():
+            # Run where the local Airflow's metadata DB is configured, never against ~/airflow.
+            command = [sys.executable, "-m", "include.devtools", "airflow", "apply-settings"]
+            return subprocess.run(command, env=airflow_env(), cwd=PROJECT_ROOT).returncode
         counts = apply_settings()
         print("Applied airflow_settings.yaml: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     elif args.command == "env":
         print(env_exports(show_secrets=args.show_secrets))
     elif args.command == "run":
         cmd = [a for a in args.args if a != "--"]
+        if not NEEDS_NO_HOME.intersection(cmd[:1] + [a for a in cmd if a in ("-h", "--help")]):
+            try:
+                prepare()
+            except RuntimeError as error:
+                print(error, file=sys.stderr)
+                return 1
         os.execve(_airflow_bin(), [_airflow_bin(), *cmd], airflow_env())
     return 0
 

@@ -1,7 +1,8 @@
 """A real local Airflow (API server, scheduler, DAG processor, triggerer) for the end-to-end tier.
 
-Started once per session with its own MLOPS_HOME and port, through the same module `make up`
-uses, and stopped (process groups) at the end.
+Started once per session with its own MLOPS_HOME and ports, through the same module `make up`
+uses (which also deploys the Feast definitions and serves the MLflow UI), and stopped (process
+groups) at the end.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory, request) -> Iterator
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update({"MLOPS_HOME": str(home), "MLOPS_AIRFLOW_PORT": str(port), "PYTHONPATH": str(ROOT)})
+    # `up` also serves the MLflow UI (where the task pages' "MLflow run" buttons lead): on a port of its own.
+    env["MLOPS_MLFLOW_UI_URL"] = f"http://127.0.0.1:{free_port()}"
     env["MLOPS_SENSOR_POKE_SECONDS"] = str(POKE_SECONDS)
     env.update(getattr(request.module, "AIRFLOW_STACK_ENV", {}))
     cmd = [sys.executable, "-m", "include.devtools", "airflow"]

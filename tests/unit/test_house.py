@@ -123,6 +123,11 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "promotion": (("core", "lake", "registry", "features", "training"), ("pandas", "mlflow", "xgboost")),
     "monitoring": (("core", "lake", "registry"), ("pandas", "mlflow", "evidently")),
+    "serving": (
+        ("core", "lake", "registry", "features"),
+        ("pandas", "mlflow", "feast", "fastapi", "xgboost"),
+    ),
+    "ops": (("core", "lake", "registry"), ("pandas", "mlflow", "evidently", "prometheus_client")),
 }
 STAGE_MODULES = [
     (stage, path)

@@ -1,8 +1,10 @@
 """Every setting of the pipeline in one catalogue: its variable, default, meaning and effective value.
 
-Four concerns, four frozen objects built from the environment: the pipeline's
-:class:`~include.mlops.core.settings.Settings` (where data lives, which backends run) and the
-knobs of training, promotion and drift monitoring (:mod:`include.mlops.core.policies`). Each field
+Six concerns, six frozen objects built from the environment: the pipeline's
+:class:`~include.mlops.core.settings.Settings` (where data lives, which backends run), the
+knobs of training, promotion and drift monitoring (:mod:`include.mlops.core.policies`), those
+of the scoring service (:mod:`include.mlops.core.serving_settings`) and of operations: alerts
+and metrics (:mod:`include.mlops.core.alerting`). Each field
 documents itself once (:func:`~include.mlops.core.settings.knob`); ``python -m include.mlops
 settings`` prints the effective values and ``settings --markdown`` the README's table, which a
 unit test holds equal to the README.
@@ -14,7 +16,9 @@ import re
 from dataclasses import fields
 from typing import Any
 
+from include.mlops.core.alerting import OpsSettings
 from include.mlops.core.policies import DriftPolicy, PromotionPolicy, TrainingSettings
+from include.mlops.core.serving_settings import ServingSettings
 from include.mlops.core.settings import Settings, settings
 
 CONCERNS: dict[str, type] = {
@@ -22,6 +26,8 @@ CONCERNS: dict[str, type] = {
     "training": TrainingSettings,
     "promotion": PromotionPolicy,
     "drift": DriftPolicy,
+    "serving": ServingSettings,
+    "ops": OpsSettings,
 }
 """The settings objects, by concern, in the order the README documents them."""
 
@@ -40,6 +46,8 @@ def effective() -> dict[str, dict[str, str]]:
         "training": TrainingSettings.from_env(),
         "promotion": PromotionPolicy.from_env(seed=settings().seed),
         "drift": DriftPolicy.from_env(),
+        "serving": ServingSettings.from_env(),
+        "ops": OpsSettings.from_env(),
     }
     return {concern: {k: _masked(v) for k, v in obj.as_env().items()} for concern, obj in built.items()}
 

@@ -116,6 +116,11 @@ class Settings:
     training_backend: str = knob(
         "MLOPS_TRAINING_BACKEND", "`local` (subprocess) or `kubernetes` (KubernetesPodOperator)", "`local`"
     )
+    training_queue: str = knob(
+        "MLOPS_TRAINING_QUEUE",
+        "executor queue of the `train` task (CeleryExecutor: a worker serving it takes the trainings)",
+        "`default`",
+    )
     training_image: str = knob(
         "MLOPS_TRAINING_IMAGE",
         "image of the training pod (this project's `Dockerfile`)",
@@ -220,6 +225,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if _env(environ, "MLOPS_TRAIN_CRON", "0 2 * * *").lower() in ("none", "off")
         else _env(environ, "MLOPS_TRAIN_CRON", "0 2 * * *"),
         training_backend=backend,
+        training_queue=_env(environ, "MLOPS_TRAINING_QUEUE", "default"),
         training_image=_env(environ, "MLOPS_TRAINING_IMAGE", "card-fraud-mlops:latest"),
         k8s_namespace=_env(environ, "MLOPS_K8S_NAMESPACE", "mlops"),
         k8s_gpu_node_selector=_env(environ, "MLOPS_K8S_GPU_NODE_SELECTOR", "nvidia.com/gpu.present=true"),

@@ -41,6 +41,7 @@ from include.mlops.promotion.artifacts import (
     log_gate_artifacts,
     slices_table,
 )
+from include.mlops.promotion.bootstrap import paired_bootstrap
 from include.mlops.promotion.evaluation import (
     Evaluation,
     PromotionError,
@@ -72,7 +73,6 @@ from include.mlops.promotion.policy import (
     ModelScores,
     already_champion,
     decide,
-    paired_bootstrap,
     sanity_checks,
 )
 from include.mlops.promotion.promote import evaluate_and_promote_run

@@ -13,7 +13,7 @@ The rule
 ========
 :func:`judge_slices` measures PR-AUC per slice for both models on the same rows. A slice with
 fewer frauds than ``slice_min_positives`` is reported, not judged (too small to tell). For each
-judged slice, the paired bootstrap of the project (:func:`~.policy.paired_bootstrap`, the same
+judged slice, the paired bootstrap of the project (:func:`~.bootstrap.paired_bootstrap`, the same
 resampled rows for both models, ``slice_bootstrap`` iterations) gives the interval of the
 challenger-minus-champion difference; above ``bootstrap_rows`` evaluation rows, every slice is
 resampled within one uniform sample of that size (point estimates use every row), so a dimension
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.core.metrics import average_precision
-from include.mlops.promotion.policy import paired_bootstrap
+from include.mlops.promotion.bootstrap import paired_bootstrap
 
 if TYPE_CHECKING:
     import numpy as np
