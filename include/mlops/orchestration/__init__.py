@@ -192,9 +192,11 @@ def training_day(context: Any) -> dt.date:
     as_of = (context.get("params") or {}).get("as_of")
     if as_of:
         return parse_day(as_of, "`as_of` param")
-    logical = context.get("logical_date")
+    dag_run = context.get("dag_run")
+    # A run triggered without a logical date (REST `logical_date: null`) counts from when it ran.
+    logical = context.get("logical_date") or getattr(dag_run, "run_after", None)
     if logical is None:
-        raise ValueError("this train_model run has no `as_of` param and no logical date")
+        raise ValueError("this train_model run has no `as_of` param, no logical date and no run time")
     return logical.date() - dt.timedelta(days=1)
 
 

@@ -31,7 +31,7 @@ TRAINING_ARGV: list[str] = [
     "train",
     "--as-of",
     # orchestration.training_day: the as_of param, else the night's day (the day before the logical date).
-    "{{ params.as_of or macros.ds_add(ds, -1) }}",
+    "{{ params.as_of or macros.ds_add((dag_run.logical_date or dag_run.run_after) | ds, -1) }}",
     "--window-days",
     "{{ params.window_days }}",
     "--oot-days",

@@ -31,12 +31,16 @@ def dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         settings_module.settings.cache_clear()
 
 
-def _render(dag, as_of: str | None, logical: dt.datetime) -> tuple[str, str]:
+def _render(
+    dag, as_of: str | None, logical: dt.datetime | None, run_after: dt.datetime | None = None
+) -> tuple[str, str]:
     """The labels file the sensor waits for and the ``--as-of`` of the training command."""
+    from types import SimpleNamespace
+
     context = {
         "params": {**PARAMS, "as_of": as_of},
         "logical_date": logical,
-        "ds": logical.date().isoformat(),
+        "dag_run": SimpleNamespace(logical_date=logical, run_after=run_after or logical, partition_key=None),
         "macros": macros,
         "run_id": "scheduled__x",
         "dag": dag,
@@ -71,3 +75,9 @@ def test_training_waits_for_its_labels_and_rollback_does_not(dag) -> None:
     assert dag.get_task("wait_for_labels").downstream_task_ids == {"train"}
     assert dag.get_task("rollback").upstream_task_ids == {"choose"}
     assert dag.get_task("wait_for_labels").deferrable is True
+
+
+def test_a_run_triggered_without_a_logical_date_trains_as_of_the_night_before_it_ran(dag, tmp_path) -> None:
+    path, as_of = _render(dag, None, None, run_after=dt.datetime(2026, 1, 21, 9, 15, tzinfo=dt.UTC))
+    assert as_of == "2026-01-20"
+    assert path == f"{tmp_path}/lake/labels/dt=2026-01-20/part-00000.parquet"
