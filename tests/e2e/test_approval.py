@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import urllib.parse
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 START, DAYS, ROWS = dt.date(2026, 1, 1), 10, 4000
 AS_OF = START + dt.timedelta(days=DAYS - 1)
+ANSWER_AFTER_SECONDS = 5
 TIMEOUT_HOURS = 0.02  # 72 s: the scheduler applies the default answer (Reject) after it
 RUNS = ("review-1", "review-2", "review-3")
 
@@ -112,10 +114,16 @@ def _handle_reviews(stack: AirflowStack) -> dict[str, str]:
     """Answer the reviews as they come: reject the first, leave the second, approve the third."""
     roles: dict[str, str] = {}
     seen: list[str] = []
+    first_seen: dict[str, float] = {}
 
     def step() -> bool:
         for run_id in _reviews_in_order(stack):
             if run_id in seen:
+                continue
+            # A person answers after seconds, not within one: an answer that comes before the
+            # scheduler has processed the executor's event of the paused task (LocalExecutor, about
+            # a second) makes Airflow 3.3 fail the resumed task ("reported success, but queued").
+            if time.monotonic() - first_seen.setdefault(run_id, time.monotonic()) < ANSWER_AFTER_SECONDS:
                 continue
             seen.append(run_id)
             role = ("reject", "timeout", "approve")[len(roles)]
