@@ -111,17 +111,9 @@ def _dated(snapshot: Any, day: dt.date, kind: str, version: int) -> Any:
 
 def drift_snapshot(day: dt.date, policy: DriftPolicy, s: Settings) -> tuple[Any, int]:
     """The monitor's Evidently report of ``day`` again, with the version that scored it."""
-    from include.mlops.monitoring import drift_report, read_day, reference_for
+    from include.mlops.monitoring import drift_of_day
 
-    sample = read_day(day, policy, s)
-    reference = reference_for(sample.version, sample.features, s)
-    report = drift_report(
-        sample.frame,
-        reference.frame,
-        reference.features,
-        policy,
-        unavailable=(*sample.absent, *reference.missing),
-    )
+    sample, _, report = drift_of_day(day, policy, s)
     return _dated(report.snapshot, day, DRIFT_TAG, sample.version), sample.version
 
 

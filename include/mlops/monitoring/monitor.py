@@ -136,6 +136,17 @@ def measure_day(day: dt.date, policy: DriftPolicy, settings: Settings | None = N
     """Sample ``day``, load the reference of the version that scored it, run the drift report and
     measure the performance: everything the decision needs but the cooldown's state."""
     s = resolve_settings(settings)
+    sample, reference_rows, report = drift_of_day(day, policy, s)
+    performance = measure_performance(day, sample.version, policy, s)
+    return DayCheck(day, sample, reference_rows, report, performance)
+
+
+def drift_of_day(
+    day: dt.date, policy: DriftPolicy, settings: Settings | None = None
+) -> tuple[DaySample, int, DriftReport]:
+    """The day's sample, the size of the reference it was compared with (that of the version that
+    scored it) and the Evidently drift report of the two."""
+    s = resolve_settings(settings)
     sample = read_day(day, policy, s)
     reference = reference_for(sample.version, sample.features, s)
     report = drift_report(
@@ -145,8 +156,7 @@ def measure_day(day: dt.date, policy: DriftPolicy, settings: Settings | None = N
         policy,
         unavailable=(*sample.absent, *reference.missing),
     )
-    performance = measure_performance(day, sample.version, policy, s)
-    return DayCheck(day, sample, len(reference.frame), report, performance)
+    return sample, len(reference.frame), report
 
 
 def decide_day(check: DayCheck, policy: DriftPolicy, settings: Settings | None = None) -> Decision:
