@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
 
 import pytest
 
@@ -41,6 +41,7 @@ from include.mlops.core.settings import load_settings
 from include.mlops.serving import ScoringService, create_app, read_request_log
 from tests.conftest import free_port
 from tests.integration.scored_world import DAYS, World, day, world_environment
+from tests.integration.test_features import redis_database
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -68,6 +69,9 @@ class ServingWorld:
     champion_run_id: str
     challenger: int
     payments: list[dict[str, Any]]
+
+
+__all__ = ["redis_database"]  # a fixture shared with test_features.py
 
 
 @pytest.fixture(scope="module")
@@ -476,30 +480,6 @@ def _garbage_on_the_socket(url: str) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Cluster profile: Redis online store
-
-
-@pytest.fixture
-def redis_database(redis_url: str) -> Iterator[str]:
-    """A Redis URL on an empty logical database of the server; the keys written are removed after."""
-    import redis
-
-    parsed = urlparse(redis_url)
-    candidates = list(range(1, 16))
-    random.shuffle(candidates)
-    for db in candidates:
-        client = redis.Redis(host=parsed.hostname, port=parsed.port or 6379, db=db)
-        if client.dbsize() == 0:
-            break
-        client.close()
-    else:
-        pytest.skip("no empty Redis logical database to test in")
-    try:
-        yield urlunparse(parsed._replace(path=f"/{db}"))
-    finally:
-        leftover = [k for k in client.scan_iter() if k.endswith(features.PROJECT.encode())]
-        if leftover:
-            client.delete(*leftover)
-        client.close()
 
 
 def test_the_service_scores_from_redis_as_batch_did(
