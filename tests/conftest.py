@@ -22,6 +22,20 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+SESSION_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_stays_put() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in the process environment:
+    left there, a later test (or an Airflow it starts) would read and write another test's registry."""
+    yield
+    if SESSION_TRACKING_URI is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = SESSION_TRACKING_URI
+
+
 @pytest.fixture
 def mlops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty MLOPS_HOME for one test; the settings cache is reset around it."""

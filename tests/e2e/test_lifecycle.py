@@ -90,6 +90,7 @@ def replay(airflow_stack, monkeypatch_module):
     stack = airflow_stack
     for key, value in {**AIRFLOW_STACK_ENV, "MLOPS_HOME": str(stack.home)}.items():
         monkeypatch_module.setenv(key, value)
+    monkeypatch_module.delenv("MLFLOW_TRACKING_URI", raising=False)  # the home's own store
     settings_module.settings.cache_clear()
     staging = str(stack.home / "simulated")
     lines: list[str] = []
