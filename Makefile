@@ -102,7 +102,7 @@ dashboards: install ## rebuild the Evidently workspace from the lake and serve i
 	$(PY) -m include.devtools dashboards $(ARGS)
 .PHONY: dashboards
 
-bench: install ## benchmarks: print and save figures (never pass/fail on time)
+bench: install ## benchmarks: 100k, 1M and (memory allowing) 10M-row days; print and save figures (never pass/fail on time)
 	$(PY) -m include.devtools bench $(ARGS)
 
 clean: down ## remove runtime state (.local/) but keep the environment

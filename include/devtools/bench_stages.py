@@ -3,7 +3,7 @@
 ``python -m include.devtools.bench_stages STEP ROWS DAY [ARGS...]``
 
 Each step prints one JSON line: what it measured (``seconds``: its own work, ``rows``) and the
-process's peak RSS. See :mod:`include.mlops.bench` for what each stage and its floor are.
+process's peak RSS. See :mod:`include.devtools.bench` for what each stage and its floor are.
 """
 
 from __future__ import annotations
@@ -61,23 +61,63 @@ def lake_file(dataset: str, day: dt.date) -> str:
 
 
 def world(rows: int, day: dt.date, *args: str) -> dict:
-    """Eleven days of history at 3/5 of the size, their features and the registry (not measured)."""
+    """The history before ``day`` (not measured): ``FIRST [HISTORY_ROWS [OLDER_ROWS OLDER_UNTIL]]``.
+
+    Every day from ``FIRST`` gets about ``HISTORY_ROWS`` payments (default 3/5 of ``rows``: inside
+    the ingestion's volume check, 0.5x-2x the median) of the population of a ``rows``-row day, and
+    their labels; the days before ``OLDER_UNTIL`` keep an evenly spaced ``OLDER_ROWS`` of them (and
+    only those payments' labels). Then every day's features, in order, and the Feast registry.
+    """
     from include.devtools import simulator
     from include.mlops import features, lake
+    from include.mlops.core.schema import LABELS, TRANSACTIONS
 
     first = dt.date.fromisoformat(args[0])
-    # Three fifths of the day's size: inside the ingestion's volume check (0.5x-2x the median).
-    history = config(rows, max(rows * 3 // 5, 1000))
-    for n in range((day - first).days):
-        d = first + dt.timedelta(days=n)
-        for name, table in (
-            ("transactions", simulator.transactions_for_day(d, history)),
-            ("labels", simulator.labels_for_day(d, history)),
-        ):
-            lake.write_parquet(lake.location(lake_file(name, d)), table)
+    history = int(args[1]) if len(args) > 1 else max(rows * 3 // 5, 1000)
+    older = int(args[2]) if len(args) > 2 else history
+    older_until = dt.date.fromisoformat(args[3]) if len(args) > 3 else first
+    days = [first + dt.timedelta(days=n) for n in range((day - first).days)]
+    # Straight into the lake, one generation a day (the simulator keeps the last five days' truth
+    # for the labels); the drops' markers are no part of a lake partition.
+    simulator.simulate(first, len(days), config(rows, history), settings().lake_url)
+    for d in days:
+        for dataset in (TRANSACTIONS.name, LABELS.name):
+            lake.delete(lake.partition("lake", dataset, d).join(lake.SUCCESS_MARKER))
+    older_days = [d for d in days if d < older_until]
+    if older < history and older_days:
+        _thin(older_days, older / history, days[-1])
+    for d in days:
         features.compute_features_for_day(d)
     features.apply_definitions()
-    return {"history_rows_per_day": history.rows_per_day}
+    return {"history_rows_per_day": history, "older_rows_per_day": older if older_days else history}
+
+
+def _thin(older_days: list[dt.date], share: float, last: dt.date) -> None:
+    """Keep an evenly spaced ``share`` of each older day's payments, and only their labels."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from include.mlops import lake
+    from include.mlops.core.schema import LABELS, MAX_LABEL_DELAY_DAYS, TRANSACTIONS
+
+    dropped: dict[dt.date, pa.Array] = {}
+    for d in older_days:
+        loc = lake.partition_file(TRANSACTIONS.name, d)
+        table = lake.read_parquet(loc)
+        keep = np.floor(np.arange(round(table.num_rows * share)) / share).astype(np.int64)
+        gone = np.ones(table.num_rows, dtype=bool)
+        gone[keep] = False
+        dropped[d] = table.column("transaction_id").filter(pa.array(gone)).combine_chunks()
+        lake.write_parquet(loc, table.take(pa.array(keep)))
+    # The labels of a day's payments are reported over the five days after it.
+    for d in sorted({p + dt.timedelta(days=k) for p in dropped for k in range(1, MAX_LABEL_DELAY_DAYS + 1)}):
+        if d > last:
+            continue
+        ids = pa.concat_arrays([a for p, a in dropped.items() if 0 < (d - p).days <= MAX_LABEL_DELAY_DAYS])
+        loc = lake.partition_file(LABELS.name, d)
+        labels = lake.read_parquet(loc)
+        lake.write_parquet(loc, labels.filter(pc.invert(pc.is_in(labels["transaction_id"], value_set=ids))))
 
 
 def simulate(rows: int, day: dt.date, *args: str) -> dict:
