@@ -11,6 +11,8 @@ with its report under ``<reports>/validation/``, or the day quarantined with its
 * :mod:`.suite`: the expectations derived from the schema (:func:`suite_expectations`,
   :func:`build_suite`), the row-count band, the pandas view the suite checks (:func:`to_frame`);
 * :mod:`.validation`: :func:`validate`, the suite run through a GX checkpoint with its Data Docs;
+* :mod:`.gx_import`: :func:`prepare_great_expectations`, how GX is imported (quietly, without
+  the ``scipy.stats`` no suite uses);
 * :mod:`.outcomes`: :class:`ExpectationOutcome`, each expectation's result in an operator's words;
 * :mod:`.report`: :class:`ValidationReport`, published as ``validation.json`` and ``docs/``;
 * :mod:`.quarantine`: :func:`quarantine_day`, ``rejection.json`` and the operator's message.
@@ -19,6 +21,12 @@ Only pyarrow is imported with the package: pandas and Great Expectations inside 
 """
 
 from include.mlops.ingest.drops import DropContents, DropFile, UnreadableDrop, read_drop
+from include.mlops.ingest.gx_import import (
+    DEFERRED_MODULES,
+    defer_unused_modules,
+    prepare_great_expectations,
+    quiet_great_expectations,
+)
 from include.mlops.ingest.land import (
     DropIncomplete,
     DropRejected,
@@ -40,7 +48,6 @@ from include.mlops.ingest.suite import (
     column_expectations,
     day_bounds,
     gx_type_name,
-    quiet_great_expectations,
     row_count_bounds,
     suite_expectations,
     to_frame,
@@ -48,6 +55,7 @@ from include.mlops.ingest.suite import (
 from include.mlops.ingest.validation import validate
 
 __all__ = [
+    "DEFERRED_MODULES",
     "DOCS_FOLDER",
     "EXAMPLES",
     "REJECTION_NAME",
@@ -67,12 +75,14 @@ __all__ = [
     "build_suite",
     "column_expectations",
     "day_bounds",
+    "defer_unused_modules",
     "docs_files",
     "drop_marker_url",
     "gx_type_name",
     "ingest_day",
     "outcome",
     "partition_url",
+    "prepare_great_expectations",
     "quarantine_day",
     "quiet_great_expectations",
     "read_drop",

@@ -14,13 +14,14 @@ import this package at parse time.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import math
 import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+
+from include.mlops.ingest.gx_import import prepare_great_expectations
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -67,16 +68,6 @@ class ExpectationSpec:
     def description(self) -> str:
         """The sentence the report and the Data Docs show for it."""
         return self.kwargs["description"]
-
-
-def quiet_great_expectations() -> None:
-    """Let only GX's warnings and errors through to the log.
-
-    Importing GX logs about 200 INFO lines (the registration of every expectation and metric),
-    which would bury the project's own lines in a task's log. The level is set on GX's own logger
-    before it is imported; the root logger is left alone.
-    """
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 def row_count_bounds(recent_row_counts: Sequence[int]) -> tuple[int, int | None]:
@@ -262,7 +253,7 @@ def build_suite(dataset: Dataset, day: dt.date, recent_row_counts: Sequence[int]
     :func:`row_count_bounds`); the suite's name carries the dataset only, so that Data Docs group
     every day of a dataset under one suite.
     """
-    quiet_great_expectations()
+    prepare_great_expectations()
     import great_expectations as gx
     import great_expectations.expectations as gxe
 

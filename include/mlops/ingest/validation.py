@@ -5,8 +5,9 @@ site lives in a temporary folder of ours (the ephemeral default is a random temp
 then keeps the JSON result and the rendered pages in memory so that
 :meth:`~include.mlops.ingest.report.ValidationReport.publish` can write them anywhere.
 
-``great_expectations`` is imported inside the functions: the import costs seconds and DAG files
-import this package at parse time.
+``great_expectations`` is imported inside the functions, after
+:func:`~include.mlops.ingest.gx_import.prepare_great_expectations`: the import costs seconds and
+DAG files import this package at parse time.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from include.mlops.ingest.gx_import import prepare_great_expectations
 from include.mlops.ingest.outcomes import EXAMPLES, suite_outcomes
 from include.mlops.ingest.report import RESULT_NAME, ValidationReport, docs_files
-from include.mlops.ingest.suite import build_suite, day_bounds, quiet_great_expectations
+from include.mlops.ingest.suite import build_suite, day_bounds
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -63,7 +65,7 @@ def validate(
     :meth:`ValidationReport.publish` with the folder the report belongs in.
     """
     started = time.perf_counter()
-    quiet_great_expectations()
+    prepare_great_expectations()
     columns = {str(c) for c in frame.columns}
     checked = _check(frame, dataset, day, recent_row_counts, columns, detail_on_failure)
     outcomes = suite_outcomes(checked.result.results, checked.suite_order, columns)
