@@ -15,8 +15,9 @@ A location is a URL: a plain path or ``file://`` for a local folder, ``s3://buck
 inside the functions, so DAG files can name a location at parse time for free.
 
 Writes are atomic: a local file is written under a temporary name in the same folder and renamed
-into place; an S3 object is a single PUT, which S3 makes visible all at once. Readers take only
-:func:`data_files`, never a temporary or hidden file.
+into place; an S3 object is a single PUT, which S3 makes visible all at once. A file too large to
+hold in memory is streamed (:func:`write_parquet_stream`) under a hidden name, then renamed (local)
+or copied (S3) into place. Readers take only :func:`data_files`, never a temporary or hidden file.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ from urllib.parse import urlparse
 from include.mlops.core.settings import settings as current_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pyarrow as pa
     import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
 
     from include.mlops.core.settings import Settings
 
@@ -350,6 +354,83 @@ def encode_parquet(table: pa.Table) -> bytes:
 def write_parquet(loc: Location, table: pa.Table) -> None:
     """Write an Arrow table as one parquet file (:func:`encode_parquet`), atomically."""
     write_bytes(loc, encode_parquet(table))
+
+
+@contextlib.contextmanager
+def write_parquet_stream(loc: Location, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """Write one parquet file table by table, atomically: memory holds one table, not the file.
+
+    Yields a ``pyarrow.parquet.ParquetWriter`` of ``schema`` with :func:`encode_parquet`'s encoding
+    (each ``write_table`` adds row groups; one call writes the bytes :func:`write_parquet` would).
+    The file grows under a hidden temporary name beside ``loc`` (``.tmp-<32 hex>-<name>``, which
+    :func:`data_files` never lists) and takes its place only when the block ends without an error:
+    a local file by a rename, an S3 object by a copy (S3 makes the copy visible all at once). On an
+    error the temporary file is removed and ``loc`` keeps what it had, the old file or nothing.
+    """
+    import pyarrow.parquet as pq
+
+    parent = loc.path.rsplit("/", 1)[0]
+    loc.fs.create_dir(parent, recursive=True)
+    name = f".tmp-{uuid.uuid4().hex}-{loc.name}"
+    tmp = Location(loc.fs, f"{parent}/{name}", f"{loc.url.rsplit('/', 1)[0]}/{name}")
+    try:
+        with (
+            loc.fs.open_output_stream(tmp.path) as sink,
+            pq.ParquetWriter(sink, schema, compression="zstd", coerce_timestamps="us") as writer,
+        ):
+            yield writer
+        if loc.is_local:
+            os.replace(tmp.path, loc.path)
+        else:
+            loc.fs.copy_file(tmp.path, loc.path)
+    finally:
+        # Also after a copy to S3; a temporary file left by a failed delete is never read.
+        with contextlib.suppress(OSError):
+            delete(tmp)
+    if loc.is_local:
+        _remove_stale_temporaries(parent, loc.name)
+
+
+@contextlib.contextmanager
+def replace_partition_stream(folder: Location, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """:func:`replace_partition` written table by table (:func:`write_parquet_stream`).
+
+    The other files of the folder are removed only once the new file is in place; on an error
+    the partition is left as it was.
+    """
+    with write_parquet_stream(folder.join(DATA_FILE), schema) as writer:
+        yield writer
+    for stale in list_files(folder):
+        if stale.name != DATA_FILE:
+            delete(stale)
+
+
+def iter_tables(folder: Location, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """A partition's rows as consecutive tables of ``rows`` rows (the last one shorter).
+
+    The rows and order of :func:`read_table` (only ``columns`` when given), read batch by batch, so
+    memory holds about one table whatever the partition's size; the data files of the partition
+    are expected to share their columns (a lake partition has one). Nothing is yielded for a
+    partition without rows.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if rows < 1:
+        raise ValueError(f"rows must be a positive number, not {rows}")
+    pending: list[pa.Table] = []
+    count = 0
+    for file in data_files(folder):
+        with file.fs.open_input_file(file.path) as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=rows, columns=columns):
+                pending.append(pa.Table.from_batches([batch]))
+                count += batch.num_rows
+                while count >= rows:
+                    table = pa.concat_tables(pending, promote_options="permissive")
+                    yield table.slice(0, rows)
+                    pending, count = [table.slice(rows)], count - rows
+    if count:
+        yield pa.concat_tables(pending, promote_options="permissive")
 
 
 def delete(loc: Location) -> None:

@@ -7,7 +7,11 @@ rerun of an old day would give different (and leaky) inputs. It is also the very
 used, so there is no train/serve skew.
 
 :func:`score_day` runs four steps: the models; the day's validated payments with their features;
-both models' scores; the partition written.
+both models' scores; the partition written. The last three go chunk by chunk, ``MLOPS_CHUNK_ROWS``
+payments at a time, in transaction id order, streamed into the partition's file: memory holds one
+chunk whatever the day's size, and the predictions are those of the whole day scored at once (a
+payment's features and scores depend on that payment alone). The file replaces the old one only
+once the last chunk is written (:func:`include.mlops.lake.replace_partition_stream`).
 
 The models: a day scored for the first time gets the registry's champion and a distinct
 challenger, as the aliases name them now. A day that already has predictions (a rerun, a backfill)
@@ -30,6 +34,7 @@ gets a null flag on every row, with a warning: "no decision" is never written as
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -50,9 +55,11 @@ from include.mlops.core.settings import resolve_settings
 
 if TYPE_CHECKING:
     import datetime as dt
+    from collections.abc import Callable, Iterator
 
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
     from include.mlops.core.settings import Settings
 
@@ -107,32 +114,29 @@ def score_day(
     "operating_threshold", "flagged", "path", "seconds"}`` (``flagged``: payments at or above the
     champion's operating threshold; ``None`` with the threshold when the version records none).
     """
-    from include.mlops.features import with_features
-
     s = resolve_settings(settings_)
     started = time.perf_counter()
     recorded = None if rescore_with_current_champion else _recorded_models(day, s)
     models = recorded or _models(day, s)
-    frame = with_features(_read_transactions(day, s), s)
+    payments = _transactions_location(day, s)
     threshold = _operating_threshold(models.champion, s)
-    predictions = _predictions(frame, models, threshold, s)
-    file = _write(day, predictions, s)
+    tally = _write(day, _prediction_tables(payments, models, threshold, s), s)
     result = {
         "day": day.isoformat(),
-        "rows": len(predictions),
+        "rows": tally.rows,
         "champion_version": models.champion,
         "challenger_version": models.challenger,
         "versions_from": models.source,
-        "flagged_at_0.5": int((predictions[SCORE_CHAMPION] >= 0.5).sum()),
+        "flagged_at_0.5": tally.at_half,
         "operating_threshold": threshold,
-        "flagged": None if threshold is None else int(predictions[FLAGGED_CHAMPION].sum()),
-        "path": file.url,
+        "flagged": None if threshold is None else tally.flagged,
+        "path": predictions_file(day, s).url,
         "seconds": round(time.perf_counter() - started, 2),
     }
     logger.info(
         "scored %s: %s payments, champion %s, challenger %s (from the %s)",
         day,
-        len(predictions),
+        tally.rows,
         models.champion,
         models.challenger,
         models.source,
@@ -196,15 +200,39 @@ def _version_exists(client: Any, name: str, version: int) -> bool:
     return True
 
 
-def _read_transactions(day: dt.date, s: Settings) -> pd.DataFrame:
-    """The day's validated payments from the lake."""
+def _transactions_location(day: dt.date, s: Settings) -> lake.Location:
+    """The partition of the day's validated payments in the lake (an error when it has no file)."""
     folder = lake.partition("lake", TRANSACTIONS.name, day, s)
-    table = lake.read_table(folder)
-    if table is None:
+    if not lake.data_files(folder):
         raise FileNotFoundError(
             f"no validated transactions for {day} at {folder.url}: run ingest_transactions for that day first"
         )
-    return table.to_pandas()
+    return folder
+
+
+def _payment_chunks(folder: lake.Location, rows: int, columns: list[str]) -> Iterator[pa.Table]:
+    """The day's payments (``columns`` of them), ``rows`` at a time, by transaction id (the
+    predictions' order, ties in the lake's order); one empty table for a day without payments.
+
+    The lake keeps a day sorted by transaction id (ingestion writes it so), and then the partition
+    is read chunk by chunk; a partition in another order is read whole (Arrow, not pandas) and
+    taken in order.
+    """
+    import pyarrow.compute as pc
+
+    key = TRANSACTIONS.key_column
+    keys = lake.read_table(folder, columns=[key]).column(key)
+    if len(keys) == 0:
+        yield lake.read_table(folder, columns)
+        return
+    if keys.null_count == 0 and pc.all(pc.less_equal(keys[:-1], keys[1:])).as_py():
+        del keys
+        yield from lake.iter_tables(folder, rows, columns)
+        return
+    table = lake.read_table(folder, columns)
+    order = pc.sort_indices(table, sort_keys=[(key, "ascending")], null_placement="at_end")
+    for start in range(0, table.num_rows, rows):
+        yield table.take(order[start : start + rows])
 
 
 def _operating_threshold(version: int, s: Settings) -> float | None:
@@ -229,39 +257,109 @@ def decision_flags(scores: np.ndarray, threshold: float | None) -> pd.api.extens
     return pd.array(np.asarray(scores) >= threshold, dtype="boolean")
 
 
-def _predictions(frame: pd.DataFrame, models: _Models, threshold: float | None, s: Settings) -> pd.DataFrame:
-    """One row per payment: keys, the champion's inputs, both scores and versions, the champion's
-    decision flag; by transaction id."""
+@dataclass(frozen=True)
+class _Scorers:
+    """The day's models, loaded once for all its chunks."""
+
+    champion_columns: list[str]
+    champion: Callable[[pd.DataFrame], np.ndarray]
+    challenger_columns: list[str]
+    challenger: Callable[[pd.DataFrame], np.ndarray] | None
+
+
+def _scorers(models: _Models, s: Settings) -> _Scorers:
+    """Load the champion and, when distinct, the challenger from the registry."""
     champion_uri = registry.model_uri(models.champion, s)
-    out = frame[list(PREDICTION_KEYS)].copy()
-    for column in registry.feature_columns(champion_uri):
-        out[column] = frame[column].astype("float64")
-    out[SCORE_CHAMPION] = registry.load_scorer(champion_uri)(frame)
-    out[FLAGGED_CHAMPION] = decision_flags(out[SCORE_CHAMPION].to_numpy(), threshold)
-    out[CHAMPION_VERSION] = models.champion
+    champion = (registry.feature_columns(champion_uri), registry.load_scorer(champion_uri))
     if models.challenger is None:
-        out[SCORE_CHALLENGER], out[CHALLENGER_VERSION] = float("nan"), NO_CHALLENGER
-    else:
-        out[SCORE_CHALLENGER] = _shadow(frame, models.challenger, s)
-        out[CHALLENGER_VERSION] = models.challenger
-    return out.sort_values("transaction_id", kind="mergesort").reset_index(drop=True)
+        return _Scorers(*champion, [], None)
+    uri = registry.model_uri(models.challenger, s)
+    return _Scorers(*champion, registry.feature_columns(uri), registry.load_scorer(uri))
 
 
-def _shadow(frame: pd.DataFrame, challenger: int, s: Settings) -> np.ndarray:
-    """The challenger's scores; an error when the features lack one of its inputs."""
-    uri = registry.model_uri(challenger, s)
-    missing = [c for c in registry.feature_columns(uri) if c not in frame.columns]
-    if missing:
-        raise RuntimeError(f"challenger v{challenger} needs features the store lacks: {missing}")
-    return registry.load_scorer(uri)(frame)
+def _prediction_tables(
+    folder: lake.Location, models: _Models, threshold: float | None, s: Settings
+) -> Iterator[pa.Table]:
+    """The predictions of the payments in ``folder``, chunk by chunk, by transaction id.
 
-
-def _write(day: dt.date, predictions: pd.DataFrame, s: Settings) -> lake.Location:
-    """Replace the day's predictions partition with ``predictions``; returns its file."""
+    Only the payments' columns that the predictions or the features need are read, and each
+    chunk's frames are dropped before the next chunk is read: memory holds one chunk.
+    """
     import pyarrow as pa
 
-    table = pa.Table.from_pandas(predictions, preserve_index=False)
-    return lake.replace_partition(predictions_location(day, s), lake.encode_parquet(table))
+    from include.mlops.features import ENTITY_KEYS, REQUEST_FIELDS, with_features
+
+    scorers = _scorers(models, s)
+    needed = {*PREDICTION_KEYS, *ENTITY_KEYS, *REQUEST_FIELDS, *scorers.champion_columns}
+    columns = [c for c in TRANSACTIONS.names if c in needed | set(scorers.challenger_columns)]
+    for number, payments in enumerate(_payment_chunks(folder, s.chunk_rows, columns), start=1):
+        frame = with_features(payments.to_pandas(), s)
+        del payments
+        predictions = _predictions(frame, models, scorers, threshold)
+        del frame
+        table = pa.Table.from_pandas(predictions, preserve_index=False)
+        del predictions
+        logger.debug("scored chunk %s: %s payments", number, table.num_rows)
+        yield table
+        del table
+
+
+def _predictions(
+    frame: pd.DataFrame, models: _Models, scorers: _Scorers, threshold: float | None
+) -> pd.DataFrame:
+    """One row per payment, in ``frame``'s order: keys, the champion's inputs, both scores and
+    versions, the champion's decision flag. An error when the features lack one of the
+    challenger's inputs."""
+    out = frame[list(PREDICTION_KEYS)].copy()
+    for column in scorers.champion_columns:
+        out[column] = frame[column].astype("float64")
+    out[SCORE_CHAMPION] = scorers.champion(frame)
+    out[FLAGGED_CHAMPION] = decision_flags(out[SCORE_CHAMPION].to_numpy(), threshold)
+    out[CHAMPION_VERSION] = models.champion
+    if scorers.challenger is None:
+        out[SCORE_CHALLENGER], out[CHALLENGER_VERSION] = float("nan"), NO_CHALLENGER
+        return out
+    missing = [c for c in scorers.challenger_columns if c not in frame.columns]
+    if missing:
+        raise RuntimeError(f"challenger v{models.challenger} needs features the store lacks: {missing}")
+    out[SCORE_CHALLENGER] = scorers.challenger(frame)
+    out[CHALLENGER_VERSION] = models.challenger
+    return out
+
+
+@dataclass
+class _Tally:
+    """What the written predictions hold, counted chunk by chunk."""
+
+    rows: int = 0
+    at_half: int = 0
+    """Payments with a champion's score at or above 0.5."""
+    flagged: int = 0
+    """Payments flagged at the operating threshold."""
+
+    def add(self, table: pa.Table) -> None:
+        import pyarrow.compute as pc
+
+        self.rows += table.num_rows
+        self.at_half += pc.sum(pc.greater_equal(table[SCORE_CHAMPION], 0.5)).as_py() or 0
+        self.flagged += pc.sum(table[FLAGGED_CHAMPION]).as_py() or 0
+
+
+def _write(day: dt.date, tables: Iterator[pa.Table], s: Settings) -> _Tally:
+    """Replace the day's predictions partition with ``tables``, streamed in order into its one
+    file (the first table's schema is the file's); what was written, counted."""
+    tally = _Tally()
+    first = next(tables)
+    schema = first.schema
+    with lake.replace_partition_stream(predictions_location(day, s), schema) as writer:
+        # Once written, a table is let go before the next chunk is scored.
+        rest = itertools.chain((first,), tables)
+        del first
+        for table in rest:
+            writer.write_table(table if table.schema.equals(schema) else table.cast(schema))
+            tally.add(table)
+            del table
+    return tally
 
 
 def read_predictions(day: dt.date, settings_: Settings | None = None) -> pd.DataFrame:

@@ -200,3 +200,104 @@ def test_a_rerun_scores_with_the_recorded_versions_unless_asked(
     back = scoring.score_day(target, s, rescore_with_current_champion=True)
     assert (back["champion_version"], back["challenger_version"]) == (v1, None)
     assert path.read_bytes() == scored_by_v1
+
+
+def _scored_at_once(s: Settings, n: int, champion: int, challenger: int):
+    """Day ``n``'s predictions as the whole day scored in one piece: every payment's features in
+    one point-in-time join, each model over the whole frame, sorted by transaction id."""
+    from include.mlops import features, scoring
+
+    frame = features.with_features(_transactions(s, n).to_pandas(), s)
+    champion_uri = registry.model_uri(champion, s)
+    out = frame[list(schema.PREDICTION_KEYS)].copy()
+    for column in registry.feature_columns(champion_uri):
+        out[column] = frame[column].astype("float64")
+    out["score_champion"] = registry.load_scorer(champion_uri)(frame)
+    threshold = registry.operating_threshold(registry.configure_mlflow(s), s.model_name, champion)
+    out["flagged_champion"] = scoring.decision_flags(out["score_champion"].to_numpy(), threshold)
+    out["champion_version"] = champion
+    out["score_challenger"] = registry.load_scorer(registry.model_uri(challenger, s))(frame)
+    out["challenger_version"] = challenger
+    return out.sort_values("transaction_id", kind="mergesort").reset_index(drop=True)
+
+
+def test_a_day_scored_in_chunks_is_the_day_scored_at_once(
+    world_settings: Settings, scored_world: World
+) -> None:
+    import dataclasses
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from include.mlops import lake, scoring
+
+    s = world_settings
+    small = dataclasses.replace(s, chunk_rows=997)
+    client = registry.configure_mlflow(s)
+    target = day(SCORING_DAY)
+    predictions = Path(scoring.predictions_file(target, s).path)
+    transactions = Path(lake.partition_file("transactions", target, s).path)
+    kept = {path: path.read_bytes() if path.exists() else None for path in (predictions, transactions)}
+    challenger = _distinct_challenger(s, scored_world)
+    client.set_registered_model_alias(s.model_name, "challenger", str(challenger))
+    try:
+        result = scoring.score_day(target, small, rescore_with_current_champion=True)
+        chunked = predictions.read_bytes()
+        # A partition not in transaction id order (ingestion sorts it; a copy made by hand may
+        # not be) is scored in that order all the same.
+        rows = _transactions(s, SCORING_DAY).num_rows
+        shuffled = _transactions(s, SCORING_DAY).take(np.random.default_rng(3).permutation(rows))
+        lake.write_parquet(lake.partition_file("transactions", target, s), shuffled)
+        scoring.score_day(target, small, rescore_with_current_champion=True)
+        from_shuffled = predictions.read_bytes()
+    finally:
+        client.delete_registered_model_alias(s.model_name, "challenger")
+        # The day as the other tests expect it: unscored, or scored by the champion alone.
+        for path, data in kept.items():
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(data)
+
+    expected = _scored_at_once(s, SCORING_DAY, scored_world.champion_version, challenger)
+    at_once = pq.ParquetFile(
+        pa.BufferReader(lake.encode_parquet(pa.Table.from_pandas(expected, preserve_index=False)))
+    )
+    # Three chunks, three row groups: the same columns, rows, order, flags and score bits.
+    streamed = pq.ParquetFile(pa.BufferReader(chunked))
+    assert (streamed.metadata.num_row_groups, at_once.metadata.num_row_groups) == (3, 1)
+    assert streamed.schema_arrow.equals(at_once.schema_arrow, check_metadata=True)
+    frame = streamed.read().to_pandas()
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+    for column in ("score_champion", "score_challenger"):
+        assert np.array_equal(
+            frame[column].to_numpy().view(np.int64), expected[column].to_numpy().view(np.int64)
+        )
+    assert result["rows"] == len(expected) == rows > 2 * 997
+    assert result["challenger_version"] == challenger
+    assert result["flagged"] == int(expected["flagged_champion"].sum())
+    assert result["flagged_at_0.5"] == int((expected["score_champion"] >= 0.5).sum())
+    assert from_shuffled == chunked
+
+
+def test_features_in_chunks_are_the_features_of_the_whole_frame(world_settings: Settings) -> None:
+    import pandas as pd
+
+    from include.mlops import features
+
+    s = world_settings
+    # Two days' payments mixed: slices that span both days, in no key or time order.
+    payments = pd.concat([_transactions(s, n).to_pandas() for n in (SCORING_DAY, SCORING_DAY + 1)])
+    payments = payments.sample(frac=1, random_state=5)
+    whole = features.with_features(payments, s)
+    chunks = list(features.features_in_chunks(payments, 997, s))
+    assert [len(c) for c in chunks[:-1]] == [997] * (len(chunks) - 1) and 0 < len(chunks[-1]) <= 997
+    assert len(chunks) == -(-len(payments) // 997) > 3
+    pd.testing.assert_frame_equal(pd.concat(chunks), whole, check_exact=True)
+
+    (empty,) = features.features_in_chunks(payments.iloc[:0], 997, s)
+    assert empty.empty and list(empty.columns) == list(whole.columns)
+    with pytest.raises(ValueError, match="positive number of rows"):
+        next(features.features_in_chunks(payments, 0, s))

@@ -107,6 +107,12 @@ class Settings:
         "Feast Redis online store (cluster); `redis://host:6379/0` is accepted",
         "`127.0.0.1:6379`",
     )
+    chunk_rows: int = knob(
+        "MLOPS_CHUNK_ROWS",
+        "rows per chunk when point-in-time features are read and a day is scored or a training set "
+        "is built; bounds their memory whatever the day's size",
+        "`250000`",
+    )
     # Training
     train_cron: str | None = knob(
         "MLOPS_TRAIN_CRON",
@@ -201,6 +207,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         return env_number(name, default, int, environ)
 
     endpoint = _env(environ, "MLOPS_S3_ENDPOINT_URL", environ.get("AWS_ENDPOINT_URL", "")) or None
+    chunk_rows = integer("MLOPS_CHUNK_ROWS", 250_000)
+    if chunk_rows < 1:
+        raise SettingsError(f"MLOPS_CHUNK_ROWS={chunk_rows}: expected a positive number of rows")
 
     return Settings(
         profile=profile,
@@ -221,6 +230,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         feast_registry=_env(environ, "MLOPS_FEAST_REGISTRY", str(home / "feast" / "registry.sqlite")),
         feast_online_path=_env(environ, "MLOPS_FEAST_ONLINE_PATH", str(home / "feast" / "online.db")),
         redis_url=_env(environ, "MLOPS_REDIS_URL", "127.0.0.1:6379"),
+        chunk_rows=chunk_rows,
         train_cron=None
         if _env(environ, "MLOPS_TRAIN_CRON", "0 2 * * *").lower() in ("none", "off")
         else _env(environ, "MLOPS_TRAIN_CRON", "0 2 * * *"),

@@ -56,7 +56,12 @@ from include.mlops.features.on_demand import (
     merchant_transaction_features,
     transaction_features,
 )
-from include.mlops.features.retrieval import online_features, training_frame, with_features
+from include.mlops.features.retrieval import (
+    features_in_chunks,
+    online_features,
+    training_frame,
+    with_features,
+)
 from include.mlops.features.snapshots import compute_features_for_day
 from include.mlops.features.store import (
     DEPLOY_COMMAND,
@@ -112,6 +117,7 @@ __all__ = [
     "feast_redis_connection",
     "feature_store",
     "feature_store_yaml",
+    "features_in_chunks",
     "load_history",
     "materialize_day",
     "merchant_transaction_features",

@@ -23,6 +23,8 @@ from include.mlops.features.store import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pandas as pd
 
     from include.mlops.core.settings import Settings
@@ -41,6 +43,7 @@ def training_frame(entity_df: pd.DataFrame, settings: Settings | None = None) ->
     input row comes back (an error otherwise), with its own columns unchanged followed by
     :data:`FEATURE_COLUMNS`.
     """
+    import numpy as np
     import pandas as pd
 
     missing = [c for c in (*ENTITY_KEYS, *REQUEST_FIELDS) if c not in entity_df.columns]
@@ -60,12 +63,17 @@ def training_frame(entity_df: pd.DataFrame, settings: Settings | None = None) ->
     service = store.get_feature_service(FEATURE_SERVICE_NAME)
     with quiet_feast_calls():
         result = store.get_historical_features(entity_df=request, features=service).to_df()
-    if len(result) != len(request) or set(result[_ROW]) != set(request[_ROW]):
+    positions, expected = result[_ROW].to_numpy(copy=True), np.arange(len(request))
+    if len(result) != len(request) or not np.array_equal(np.sort(positions), expected):
         raise RuntimeError(
             f"the offline store returned {len(result)} rows for {len(request)} entity rows "
-            f"({len(set(request[_ROW]) - set(result[_ROW]))} missing)"
+            f"({np.setdiff1d(expected, positions).size} missing)"
         )
-    features = result.set_index(_ROW).sort_index()[list(FEATURE_COLUMNS)]
+    # Only the features are kept, and Feast's whole frame is let go before they are reordered:
+    # one copy of a chunk's features at a time, not three.
+    features = result[list(FEATURE_COLUMNS)]
+    del result, request
+    features = features.take(np.argsort(positions, kind="stable"))
     features.index = base.index
     return pd.concat([base, features], axis=1)
 
@@ -110,3 +118,29 @@ def with_features(frame: pd.DataFrame, settings: Settings | None = None) -> pd.D
                 f"definitions with `{DEPLOY_COMMAND}` (`make feast-apply` locally) first"
             ) from error
         raise
+
+
+def features_in_chunks(
+    frame: pd.DataFrame, chunk_rows: int, settings: Settings | None = None
+) -> Iterator[pd.DataFrame]:
+    """:func:`with_features` of ``frame`` by consecutive slices of at most ``chunk_rows`` rows.
+
+    A row's point-in-time features depend on that row alone, so each slice is joined on its own
+    and memory holds one slice's join, whatever the size of ``frame``. The slices come in input
+    order, each indexed by its rows' positions in ``frame``: concatenated, they are
+    ``with_features(frame)`` (same rows, order and values). A feature with nulls in some slices
+    only may have another dtype in the others (int64 where the whole has float64); concatenated,
+    the dtypes are the whole's. A frame without rows gives one empty result, with the columns.
+    ``chunk_rows`` is usually the ``MLOPS_CHUNK_ROWS`` setting.
+    """
+    import pandas as pd
+
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive number of rows, not {chunk_rows}")
+    if len(frame) == 0:
+        yield with_features(frame, settings)
+        return
+    for start in range(0, len(frame), chunk_rows):
+        chunk = with_features(frame.iloc[start : start + chunk_rows], settings)
+        chunk.index = pd.RangeIndex(start, start + len(chunk))
+        yield chunk
