@@ -101,12 +101,14 @@ def _install_sqlalchemy(points: _Points) -> None:
 
 
 def _install_feast(points: _Points) -> None:
-    """The writes of Feast's file registry and SQLite online store, when the runner preloaded Feast
-    (a stage that uses Feast must name it: importing it here would cost every run seconds)."""
+    """The writes of Feast's file registry and the project's SQLite online store, when the runner
+    preloaded Feast (a stage that uses Feast must name it: importing it here would cost every run
+    seconds)."""
     if "feast" not in sys.modules:
         return
-    from feast.infra.online_stores.sqlite import SqliteOnlineStore
     from feast.infra.registry.file import FileRegistryStore
+
+    from include.mlops.features.online_stores import BatchedSqliteOnlineStore
 
     _wrap(
         points,
@@ -117,7 +119,7 @@ def _install_feast(points: _Points) -> None:
     )
     _wrap(
         points,
-        SqliteOnlineStore,
+        BatchedSqliteOnlineStore,
         "online_write_batch",
         "feast.online_write_batch",
         lambda self, config, table, *a, **k: table.name,

@@ -419,7 +419,8 @@ def test_redis_cut_during_materialize_fails_and_the_retry_loads_the_offline_valu
     mlops_home: Path, feast_database: str, redis_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import redis
-    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    from include.mlops.features.online_stores import BatchedRedisOnlineStore as RedisOnlineStore
 
     with relay(redis_database) as r:
         s = settings_for(

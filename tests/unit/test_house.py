@@ -136,6 +136,10 @@ STAGE_MODULES = [
     if path.name != "__init__.py"
 ]
 
+FEAST_PLUGINS = {"online_stores.py"}
+"""Modules Feast imports by the class path in ``feature_repo/feature_store*.yaml``: their public
+names (a store and its config class) are Feast's interface, not the package's, and they import Feast."""
+
 
 def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
     """``(line, module, names)`` of every import of the module, at any depth."""
@@ -187,7 +191,7 @@ def test_stages_depend_one_way_and_share_no_private_names(stage: str, path: Path
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_stage_package_lists_every_public_name_of_its_modules(stage: str) -> None:
     package = importlib.import_module(f"include.mlops.{stage}")
-    modules = [path for name, path in STAGE_MODULES if name == stage]
+    modules = [path for name, path in STAGE_MODULES if name == stage and path.name not in FEAST_PLUGINS]
     assert set(package.__all__) == set().union(*(_public(p) for p in modules))
     for path in modules:
         module = importlib.import_module(f"include.mlops.{stage}.{path.stem}")

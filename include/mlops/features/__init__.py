@@ -14,7 +14,11 @@ snapshots of ``D`` (end of day) in the lake -> Feast's offline store reads them 
 * :mod:`.store`: the Feast store per profile and the deploy step of the definitions
   (:func:`apply_definitions`, :func:`plan_definitions`, :func:`require_deployed`);
 * :mod:`.materialize`: :func:`materialize_day`, one day into the online store;
-* :mod:`.retrieval`: :func:`training_frame` (offline, point in time) and :func:`online_features`.
+* :mod:`.retrieval`: :func:`training_frame` (offline, point in time, also in chunks:
+  :func:`features_in_chunks`) and :func:`online_features`;
+* :mod:`.online_stores`: Feast's SQLite and Redis online stores with batched writes, named by
+  ``online_store: type:`` in ``feature_repo/feature_store*.yaml`` (Feast imports it; the pipeline
+  never does, so its names are not listed here).
 
 Only numpy and pyarrow are imported with the package: DuckDB, pandas and Feast inside the functions.
 """
