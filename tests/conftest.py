@@ -22,18 +22,20 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-SESSION_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+SESSION_MLFLOW_URIS = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
 
 
 @pytest.fixture(autouse=True)
-def _tracking_uri_stays_put() -> Iterator[None]:
-    """``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in the process environment:
-    left there, a later test (or an Airflow it starts) would read and write another test's registry."""
+def _mlflow_uris_stay_put() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` and ``set_registry_uri`` also set ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_REGISTRY_URI`` in the process environment: left there, a later test (or an Airflow it
+    starts) would read and write another test's registry."""
     yield
-    if SESSION_TRACKING_URI is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = SESSION_TRACKING_URI
+    for name, value in SESSION_MLFLOW_URIS.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

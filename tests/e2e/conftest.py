@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 POKE_SECONDS = 3
+MLFLOW_URIS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 @dataclass
@@ -55,9 +56,10 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory, request) -> Iterator
     """A fresh local Airflow per test module; a module may add env with ``AIRFLOW_STACK_ENV``."""
     home = tmp_path_factory.mktemp("e2e") / "home"
     port = free_port()
-    # The stack's MLflow store follows its MLOPS_HOME: a tracking URI left in this process's
-    # environment (``mlflow.set_tracking_uri`` puts it there) must not point it at another test's.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k != "MLFLOW_TRACKING_URI"}
+    # The stack's MLflow store follows its MLOPS_HOME: URIs left in this process's environment
+    # (``mlflow.set_tracking_uri`` and ``set_registry_uri`` put them there) must not point it at
+    # another test's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k not in MLFLOW_URIS}
     env.update({"MLOPS_HOME": str(home), "MLOPS_AIRFLOW_PORT": str(port), "PYTHONPATH": str(ROOT)})
     # `up` also serves the MLflow UI (where the task pages' "MLflow run" buttons lead): on a port of its own.
     env["MLOPS_MLFLOW_UI_URL"] = f"http://127.0.0.1:{free_port()}"

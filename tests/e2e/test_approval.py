@@ -53,7 +53,8 @@ def stack_with_lake(airflow_stack: AirflowStack):
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {**AIRFLOW_STACK_ENV, "MLOPS_HOME": str(airflow_stack.home)}.items():
             mp.setenv(key, value)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # the home's own store
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            mp.delenv(name, raising=False)  # the home's own store
         settings_module.settings.cache_clear()
         s = settings_module.settings()
         config = simulator.SimulationConfig(seed=11, rows_per_day=ROWS)

@@ -90,7 +90,8 @@ def replay(airflow_stack, monkeypatch_module):
     stack = airflow_stack
     for key, value in {**AIRFLOW_STACK_ENV, "MLOPS_HOME": str(stack.home)}.items():
         monkeypatch_module.setenv(key, value)
-    monkeypatch_module.delenv("MLFLOW_TRACKING_URI", raising=False)  # the home's own store
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch_module.delenv(name, raising=False)  # the home's own store
     settings_module.settings.cache_clear()
     staging = str(stack.home / "simulated")
     lines: list[str] = []
@@ -198,11 +199,10 @@ def test_the_drift_retrain_waited_for_its_drifted_days_then_learnt_and_served_th
     assert tis["train"]["start_date"] > labels_in[-1]["end_date"]
     # It was judged on drifted days, learnt from drifted days too, and won.
     assert retrain["outcome"] == "promoted", retrain
-    from mlflow import MlflowClient
-
+    from include.mlops import registry
     from include.mlops.core.settings import settings
 
-    client = MlflowClient(settings().mlflow_tracking_uri)
+    client = registry.configure_mlflow(settings())
     version = client.get_model_version(settings().model_name, str(retrain["challenger_version"]))
     window = {k: dt.date.fromisoformat(version.tags[k]) for k in ("oot_start", "train_end")}
     assert window["oot_start"] >= requested and window["train_end"] >= requested, version.tags
