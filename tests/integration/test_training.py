@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -213,3 +214,69 @@ def test_the_cli_trains_with_the_knobs_of_its_environment(lake_settings: Setting
     metrics = result["metrics"]
     assert metrics["oot_rows"] < metrics["oot_rows_total"]
     assert abs(metrics["oot_rows"] - 3000) < 300, "a uniform sample of 1,500 payments a day"
+
+
+def test_the_streamed_training_set_and_model_are_those_of_the_window_read_in_memory(
+    lake_settings: Settings,
+) -> None:
+    """Features joined 2,000 rows at a time and XGBoost fed batch by batch give the rows, the
+    features, the booster and the metrics of the whole window read at once, as training did before."""
+    import numpy as np
+    import xgboost as xgb
+
+    from include.mlops import features, training
+    from include.mlops.core.metrics import classification_metrics
+    from include.mlops.core.policies import TrainingSettings
+
+    s = replace(lake_settings, chunk_rows=2_000)
+    knobs = replace(TrainingSettings.from_env(), max_rounds=150)
+    window = training.training_window(AS_OF, 7, 2, s)
+    data = training.build_dataset(window, knobs, s)
+    assert len(data.fit) > 2 * s.chunk_rows and len(data.out_of_time) > 4 * s.chunk_rows, "several chunks"
+
+    # In memory: every payment of the window through Feast at once, float64 frames.
+    read = training.read_training_days(
+        window.train_days, window.latest_labels, knobs.negatives_per_positive, s.seed, s, knobs.max_rows
+    )
+    frame = features.with_features(read.frame, s)
+    oot = features.with_features(
+        training.read_oot_days(window.oot_days, window.latest_labels, knobs.max_oot_rows, s.seed, s).frame, s
+    )
+    columns = list(features.FEATURE_COLUMNS)
+    val = (frame["event_timestamp"] >= features.day_start(window.validation_start)).to_numpy()
+    fit_frame, val_frame = frame[~val], frame[val]
+
+    # The same rows, labels, weights, and features bit for bit (the float32 XGBoost makes of them).
+    for rows, expected in ((data.fit, fit_frame), (data.validation, val_frame), (data.out_of_time, oot)):
+        assert np.array_equal(
+            rows.x, expected[columns].astype("float64").to_numpy().astype(np.float32), equal_nan=True
+        )
+        assert np.array_equal(rows.y, expected[LABEL].to_numpy())
+    assert np.array_equal(data.fit.weight, fit_frame[training.WEIGHT].to_numpy())
+    assert np.array_equal(data.validation.weight, val_frame[training.WEIGHT].to_numpy())
+    ids = data.train.frame["transaction_id"].tolist()
+    assert ids == [*fit_frame["transaction_id"], *val_frame["transaction_id"]]
+    reference = oot.iloc[training.reference_positions(len(oot), s.seed)]
+    assert data.reference["transaction_id"].tolist() == reference["transaction_id"].tolist()
+    assert np.array_equal(
+        data.reference[columns].to_numpy("float64"), reference[columns].to_numpy("float64"), equal_nan=True
+    )
+
+    # The booster the scikit-learn wrapper fitted on those frames, cut at its best round.
+    fitted = training.fit_models(data, knobs, s.seed)
+    params = training.xgb_params(
+        fitted.device_requested, s.seed, rounds=knobs.max_rounds, threads=knobs.threads
+    )
+    model = xgb.XGBClassifier(**params)
+    model.fit(
+        fit_frame[columns].astype("float64"), fit_frame[LABEL], sample_weight=fit_frame[training.WEIGHT],
+        eval_set=[(val_frame[columns].astype("float64"), val_frame[LABEL])],
+        sample_weight_eval_set=[val_frame[training.WEIGHT]], verbose=False,
+    )  # fmt: skip
+    in_memory = model.get_booster()[: model.best_iteration + 1]
+    in_memory.set_param({"device": "cpu"})
+    assert fitted.booster.save_raw("json") == in_memory.save_raw("json")
+    evaluation = training.evaluate(data, fitted)
+    scores = in_memory.inplace_predict(oot[columns].astype("float64")).astype(np.float64)
+    assert np.array_equal(evaluation.scores, scores)
+    assert evaluation.model == classification_metrics(oot[LABEL].to_numpy(), scores)

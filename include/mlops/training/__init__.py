@@ -6,6 +6,8 @@ One module per step of :func:`train`, in the order it runs them:
 * :mod:`.window`: which days a run uses (:class:`Window`), and whether the lake holds them;
 * :mod:`.dataset`: labelled rows, down-sampled and weighted, with their point-in-time features
   (:class:`TrainingSet`); :func:`oot_frame` rebuilds the OOT rows for promotion;
+* :mod:`.stream`: those features read chunk by chunk into float32 matrices (:class:`FeatureRows`)
+  and fed to XGBoost batch by batch (:func:`quantile_matrix`);
 * :mod:`.model`: XGBoost (GPU when one answers) and the logistic-regression baseline
   (:class:`FitResult`);
 * :mod:`.evaluation`: both judged on the OOT days, and the drift monitor's reference sample
@@ -33,6 +35,7 @@ from include.mlops.training.evaluation import (
     draw_reference_sample,
     evaluate,
     operating_threshold,
+    reference_positions,
 )
 from include.mlops.training.lineage import (
     SCHEMA_SAMPLE_ROWS,
@@ -53,9 +56,11 @@ from include.mlops.training.model import (
     MAX_BASELINE_ROWS,
     BoostingReport,
     FitResult,
+    baseline_rows,
     booster_device,
     detect_device,
     fit_baseline,
+    fit_boosting,
     fit_models,
     fit_xgboost,
     training_threads,
@@ -66,6 +71,16 @@ from include.mlops.training.registration import (
     Registered,
     TrainingRequest,
     log_and_register,
+)
+from include.mlops.training.stream import (
+    FeatureRows,
+    frame_with_features,
+    mapped_rows,
+    predict_in_batches,
+    quantile_matrix,
+    read_features,
+    release_arrow_memory,
+    spill_rows,
 )
 from include.mlops.training.trainer import train
 from include.mlops.training.window import (
@@ -88,6 +103,7 @@ __all__ = [
     "WEIGHT",
     "BoostingReport",
     "Evaluation",
+    "FeatureRows",
     "FitResult",
     "LabelledDays",
     "Lineage",
@@ -96,6 +112,7 @@ __all__ = [
     "TrainingRequest",
     "TrainingSet",
     "Window",
+    "baseline_rows",
     "booster_device",
     "build_dataset",
     "check_window",
@@ -107,20 +124,29 @@ __all__ = [
     "evaluate",
     "fingerprint_digest",
     "fit_baseline",
+    "fit_boosting",
     "fit_models",
     "fit_xgboost",
+    "frame_with_features",
     "input_datasets",
     "lake_dataset",
     "log_and_register",
+    "mapped_rows",
     "oot_frame",
     "operating_threshold",
     "package_version",
     "partition_files",
     "partition_fingerprint",
+    "predict_in_batches",
+    "quantile_matrix",
+    "read_features",
     "read_oot_days",
     "read_training_days",
     "record_lineage",
+    "reference_positions",
+    "release_arrow_memory",
     "snapshot_fingerprints",
+    "spill_rows",
     "stable_uniform",
     "train",
     "training_threads",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from include.mlops import registry
 from include.mlops.core.metrics import TARGET_FPR, classification_metrics
 from include.mlops.core.schema import LABEL
+from include.mlops.training.stream import predict_in_batches
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,16 +74,28 @@ def operating_threshold(y: np.ndarray, scores: np.ndarray, fpr: float = TARGET_F
     return float(above.min()) if len(above) else float(np.nextafter(bar, np.inf))
 
 
-def evaluate(data: TrainingSet, fitted: FitResult) -> Evaluation:
-    """Score the OOT rows with the model and the baseline, and gather the run's metrics."""
+def reference_positions(rows: int, seed: int) -> np.ndarray:
+    """The positions, among ``rows`` OOT rows, of the drift monitor's reference sample: at most
+    :data:`REFERENCE_ROWS`, drawn by ``seed``, sorted. Known before the features are read, so the
+    dataset keeps those rows as Feast served them."""
     import numpy as np
 
-    scores = fitted.booster.inplace_predict(data.x_oot).astype(np.float64)
-    model = classification_metrics(data.y_oot, scores)
-    threshold = operating_threshold(data.y_oot, scores)
-    baseline = classification_metrics(
-        data.y_oot, fitted.baseline.predict_proba(data.x_oot.to_numpy(dtype="float64"))[:, 1]
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(rows, size=min(REFERENCE_ROWS, rows), replace=False))
+
+
+def evaluate(data: TrainingSet, fitted: FitResult) -> Evaluation:
+    """Score the OOT rows with the model and the baseline, batch by batch, and gather the run's metrics."""
+    import numpy as np
+
+    rows = data.out_of_time
+    scores = predict_in_batches(fitted.booster.inplace_predict, rows)
+    model = classification_metrics(rows.y, scores)
+    threshold = operating_threshold(rows.y, scores)
+    baseline_scores = predict_in_batches(
+        lambda x: fitted.baseline.predict_proba(x.astype(np.float64))[:, 1], rows
     )
+    baseline = classification_metrics(rows.y, baseline_scores)
     logger.info(
         "OOT PR-AUC %.4f (baseline %.4f), recall at 1%% FPR %.4f",
         model["pr_auc"], baseline["pr_auc"], model["recall_at_1pct_fpr"],
@@ -97,7 +110,7 @@ def _run_metrics(
     data: TrainingSet, fitted: FitResult, model: dict[str, float], baseline: dict[str, float]
 ) -> dict[str, float]:
     """The metrics the MLflow run logs, in the order they are reported."""
-    fit, val = data.in_fit, data.in_validation
+    fit, val, oot = data.fit, data.validation, data.out_of_time
     boosting = fitted.boosting
     return {
         **model,
@@ -106,15 +119,15 @@ def _run_metrics(
         "validation_aucpr": boosting.validation_aucpr,
         "validation_logloss": boosting.validation_logloss,
         "best_iteration": boosting.best_iteration,
-        "train_rows": int(fit.sum()),
-        "train_positives": int(data.y[fit].sum()),
-        "validation_rows": int(val.sum()),
-        "validation_positives": int(data.y[val].sum()),
+        "train_rows": len(fit),
+        "train_positives": int(fit.y.sum()),
+        "validation_rows": len(val),
+        "validation_positives": int(val.y.sum()),
         "window_rows_total": data.train.stats["rows_total"],
         "window_negatives_total": data.train.stats["negatives_total"],
-        "oot_rows": len(data.oot.frame),
-        "oot_positives": int(data.y_oot.sum()),
-        "oot_fraud_rate": float(data.y_oot.mean()),
+        "oot_rows": len(oot),
+        "oot_positives": int(oot.y.sum()),
+        "oot_fraud_rate": float(oot.y.mean()),
         "oot_rows_total": data.oot.stats["rows_total"],
         "duplicate_labels": data.train.stats["duplicate_labels"] + data.oot.stats["duplicate_labels"],
         "train_seconds": fitted.train_seconds,
@@ -128,13 +141,17 @@ def _run_metrics(
 def draw_reference_sample(data: TrainingSet, evaluation: Evaluation, seed: int) -> pd.DataFrame:
     """At most :data:`REFERENCE_ROWS` OOT rows as served (ids, timestamps, features) with the model's
     prediction and the label: what the drift monitor compares later traffic with (logged on the
-    run, read back with :func:`include.mlops.registry.reference_sample`)."""
+    run, read back with :func:`include.mlops.registry.reference_sample`).
+
+    The rows are those of :func:`reference_positions`, which the dataset kept as Feast served
+    them; ``seed`` must be the one the dataset was built with.
+    """
     import numpy as np
 
-    oot = data.oot.frame
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(oot), size=min(REFERENCE_ROWS, len(oot)), replace=False))
-    reference = oot.iloc[pick][["transaction_id", "event_timestamp", *data.columns]].copy()
+    pick = reference_positions(len(data.y_oot), seed)
+    if not np.array_equal(pick, data.reference.index.to_numpy()):
+        raise ValueError(f"the training set kept the reference rows of another seed than {seed}")
+    reference = data.reference[["transaction_id", "event_timestamp", *data.columns]].copy()
     reference[registry.REFERENCE_SCORE] = evaluation.scores[pick]
     reference[LABEL] = data.y_oot[pick]
     return reference

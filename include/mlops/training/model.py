@@ -2,7 +2,9 @@
 
 The device actually used is read back from the booster's configuration, never from its
 parameters (a CUDA build on a machine without a GPU warns and trains on the CPU).
-:func:`fit_models` is the training run's step: both models fitted on the same rows.
+:func:`fit_models` is the training run's step: both models fitted on the same rows. XGBoost reads
+its rows batch by batch (:mod:`.stream`); the baseline learns from at most
+:data:`MAX_BASELINE_ROWS` of them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.mlops.core.policies import TrainingSettings
+from include.mlops.training.stream import FeatureRows, quantile_matrix
 
 if TYPE_CHECKING:
     import numpy as np
@@ -130,6 +133,58 @@ class BoostingReport:
     """The parameters it was fitted with (the evaluation metrics left out)."""
 
 
+def fit_boosting(
+    fit: FeatureRows,
+    validation: FeatureRows,
+    device: str,
+    seed: int,
+    *,
+    rounds: int = TrainingSettings.max_rounds,
+    threads: int = TrainingSettings.threads,
+) -> tuple[Any, BoostingReport]:
+    """Fit XGBoost ``hist`` on ``fit`` with early stopping on ``validation`` (weighted log-loss).
+
+    Both sets reach XGBoost batch by batch as ``QuantileDMatrix`` (the validation set with the fit
+    set's cuts): the booster is the one the same rows in one piece give (:mod:`.stream`). Returns
+    the booster (cut at the best round, device reset to ``cpu`` for portable scoring) and what
+    happened: rounds, best validation scores and the device really used.
+    """
+    import warnings
+
+    import xgboost as xgb
+
+    params = xgb_params(device, seed, rounds=rounds, threads=threads)
+    # The scikit-learn wrapper's names are also the native parameters' aliases; these two are its own.
+    native = {k: v for k, v in params.items() if k not in ("n_estimators", "early_stopping_rounds")}
+    history: dict[str, dict[str, list[float]]] = {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ff]alling back.*")
+        train = quantile_matrix(fit, params["max_bin"], params["n_jobs"])
+        watched = quantile_matrix(validation, params["max_bin"], params["n_jobs"], ref=train)
+        booster = xgb.train(
+            native,
+            train,
+            num_boost_round=rounds,
+            evals=[(watched, "validation")],
+            early_stopping_rounds=EARLY_STOPPING_ROUNDS,
+            evals_result=history,
+            verbose_eval=False,
+        )
+    used = booster_device(booster)
+    best = int(booster.best_iteration)
+    # Keep only the trees up to the best round, so that every consumer scores the same model.
+    booster = booster[: best + 1]
+    booster.set_param({"device": "cpu"})
+    report = BoostingReport(
+        device=used,
+        best_iteration=best,
+        validation_aucpr=float(history["validation"]["aucpr"][best]),
+        validation_logloss=float(history["validation"]["logloss"][best]),
+        params={k: v for k, v in params.items() if k != "eval_metric"},
+    )
+    return booster, report
+
+
 def fit_xgboost(
     x_fit: pd.DataFrame,
     y_fit: np.ndarray,
@@ -143,64 +198,71 @@ def fit_xgboost(
     rounds: int = TrainingSettings.max_rounds,
     threads: int = TrainingSettings.threads,
 ) -> tuple[Any, BoostingReport]:
-    """Fit XGBoost ``hist`` with early stopping on the validation slice (weighted log-loss).
+    """:func:`fit_boosting` on frames already in memory (each one batch; the columns are the
+    features' names)."""
+    return fit_boosting(
+        FeatureRows.of(x_fit, y_fit, w_fit),
+        FeatureRows.of(x_val, y_val, w_val, tuple(x_fit.columns)),
+        device, seed, rounds=rounds, threads=threads,
+    )  # fmt: skip
 
-    Returns the booster (device reset to ``cpu`` for portable scoring) and what happened: rounds,
-    best validation scores and the device really used.
+
+def fit_baseline(x: pd.DataFrame | np.ndarray, y: np.ndarray, w: np.ndarray) -> Any:
+    """The logistic-regression baseline: median imputation, signed log, scaling, L2 logistic regression
+    (a scikit-learn pipeline, fitted in float64 whatever the type of ``x``; ``x`` is left as it is).
+
+    The steps are fitted one after the other in one private float64 copy of ``x``, each in place,
+    then put together: the pipeline ``Pipeline.fit`` would make, in a fraction of its memory (it
+    keeps a new array per step, and the imputer's median sorts three copies of the matrix). The
+    imputer learns its medians from themselves: a one-row fit, the medians computed by
+    :func:`_column_medians` a few columns at a time, as the imputer computes them.
     """
-    import warnings
-
-    import xgboost as xgb
-
-    params = xgb_params(device, seed, rounds=rounds, threads=threads)
-    model = xgb.XGBClassifier(**params)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ff]alling back.*")
-        model.fit(
-            x_fit,
-            y_fit,
-            sample_weight=w_fit,
-            eval_set=[(x_val, y_val)],
-            sample_weight_eval_set=[w_val],
-            verbose=False,
-        )
-    booster = model.get_booster()
-    used = booster_device(booster)
-    best = int(model.best_iteration)
-    history = model.evals_result()["validation_0"]
-    # Keep only the trees up to the best round, so that every consumer scores the same model.
-    booster = booster[: best + 1]
-    booster.set_param({"device": "cpu"})
-    report = BoostingReport(
-        device=used,
-        best_iteration=best,
-        validation_aucpr=float(history["aucpr"][best]),
-        validation_logloss=float(history["logloss"][best]),
-        params={k: v for k, v in params.items() if k != "eval_metric"},
-    )
-    return booster, report
-
-
-def fit_baseline(x: pd.DataFrame, y: np.ndarray, w: np.ndarray) -> Any:
-    """The logistic-regression baseline: median imputation, signed log, scaling, L2 logistic regression."""
     import numpy as np
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
+    from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     def signed_log(values: np.ndarray) -> np.ndarray:
-        """Tame the heavy tails of amounts and ratios, keeping the sign."""
-        return np.sign(values) * np.log1p(np.abs(values))
+        """Tame the heavy tails of amounts and ratios, keeping the sign: ``sign(v) * log1p(|v|)``."""
+        return _signed_log_into(values, np.empty_like(values))
 
-    pipeline = make_pipeline(
-        SimpleImputer(strategy="median", keep_empty_features=True),
-        FunctionTransformer(signed_log),
-        StandardScaler(),
-        LogisticRegression(C=1.0, max_iter=2000),
-    )
-    pipeline.fit(x.to_numpy(dtype="float64"), y, logisticregression__sample_weight=w)
-    return pipeline
+    values = np.array(x, dtype=np.float64)
+    imputer = SimpleImputer(strategy="median", keep_empty_features=True, copy=False)
+    values = imputer.fit(_column_medians(values)[np.newaxis]).transform(values)
+    imputer.set_params(copy=True)  # scoring later never writes into the caller's rows
+    log = FunctionTransformer(signed_log).fit(values[:1])
+    values = _signed_log_into(values, values)
+    scaler = StandardScaler(copy=False)  # scales signed_log's own new array, never the caller's
+    values = scaler.fit(values).transform(values)
+    model = LogisticRegression(C=1.0, max_iter=2000).fit(values, y, sample_weight=w)
+    steps = {"simpleimputer": imputer, "functiontransformer": log, "standardscaler": scaler}
+    return Pipeline([*steps.items(), ("logisticregression", model)])
+
+
+def _column_medians(values: np.ndarray, at_once: int = 8) -> np.ndarray:
+    """The median of each column of ``values`` without its NaN (NaN for a column of NaN only):
+    ``np.ma.median`` of the masked columns, as ``SimpleImputer`` computes it, ``at_once`` columns
+    at a time (each column's median is its own, whatever the columns beside it)."""
+    import numpy as np
+
+    medians = []
+    for start in range(0, values.shape[1], at_once):
+        block = values[:, start : start + at_once]
+        median = np.ma.median(np.ma.masked_array(block, mask=np.isnan(block)), axis=0)
+        medians.append(np.ma.filled(median.astype(np.float64), np.nan))
+    return np.concatenate(medians) if medians else np.empty(0)
+
+
+def _signed_log_into(values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``sign(values) * log1p(|values|)`` written into ``out`` (a new array, or ``values`` itself):
+    the same numbers as that expression, without its two temporary arrays."""
+    import numpy as np
+
+    negative = values < 0
+    np.abs(values, out=out)
+    np.log1p(out, out=out)
+    return np.negative(out, out=out, where=negative)
 
 
 @dataclass(frozen=True)
@@ -221,19 +283,25 @@ class FitResult:
         return self.boosting.device
 
 
+def baseline_rows(fit_rows: int, seed: int) -> np.ndarray:
+    """The positions of the fit rows the baseline learns from: all of them, or a uniform sample of
+    :data:`MAX_BASELINE_ROWS` drawn by ``seed`` (sorted)."""
+    import numpy as np
+
+    rows = np.arange(fit_rows)
+    if fit_rows > MAX_BASELINE_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_BASELINE_ROWS, replace=False))
+    return rows
+
+
 def fit_models(data: TrainingSet, knobs: TrainingSettings, seed: int) -> FitResult:
     """XGBoost on the fit rows with early stopping on the validation slice, and the baseline on the
     same fit rows (a uniform sample above :data:`MAX_BASELINE_ROWS`)."""
-    import numpy as np
-
     device = detect_device(knobs.device)
-    fit, val = data.in_fit, data.in_validation
     started = time.perf_counter()
-    booster, boosting = fit_xgboost(
-        data.x[fit], data.y[fit], data.weight[fit],
-        data.x[val], data.y[val], data.weight[val],
-        device, seed, rounds=knobs.max_rounds, threads=knobs.threads,
-    )  # fmt: skip
+    booster, boosting = fit_boosting(
+        data.fit, data.validation, device, seed, rounds=knobs.max_rounds, threads=knobs.threads
+    )
     train_seconds = time.perf_counter() - started
     logger.info(
         "xgboost on %s: %d rounds in %.1fs", boosting.device, boosting.best_iteration + 1, train_seconds
@@ -242,9 +310,8 @@ def fit_models(data: TrainingSet, knobs: TrainingSettings, seed: int) -> FitResu
     # Above MAX_BASELINE_ROWS a uniform sample keeps the same weighted distribution without a dense
     # copy of millions of rows per preprocessing step.
     started = time.perf_counter()
-    rows = np.flatnonzero(fit)
-    if len(rows) > MAX_BASELINE_ROWS:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_BASELINE_ROWS, replace=False))
-    baseline = fit_baseline(data.x.iloc[rows], data.y[rows], data.weight[rows])
+    rows = baseline_rows(len(data.fit), seed)
+    fit = data.fit
+    baseline = fit_baseline(fit.x[rows], fit.y[rows], fit.weight[rows])
     baseline_seconds = time.perf_counter() - started
     return FitResult(booster, boosting, baseline, device, train_seconds, baseline_seconds)

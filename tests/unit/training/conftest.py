@@ -1,4 +1,5 @@
-"""A tiny lake under ``tmp_path``: the partitions the training rules look at, and nothing else."""
+"""A tiny lake under ``tmp_path``: the partitions the training rules look at, and nothing else; and
+point-in-time features made from the payment's id, for the rules that do not need Feast's."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from include.mlops import features, lake
 from include.mlops.core.settings import load_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
+
+    import pandas as pd
 
     from include.mlops.core.settings import Settings
 
@@ -53,3 +56,47 @@ def empty_snapshots(tiny_settings: Settings) -> Callable[..., None]:
                 lake.write_bytes(features.snapshot_location(view, day, tiny_settings), b"")
 
     return write
+
+
+def id_number(transaction_id: str) -> float:
+    """The number a test payment's id carries (``t20260301-0042`` -> 202603010042)."""
+    return float(transaction_id[1:9] + transaction_id[-4:])
+
+
+def fake_feature_values(amounts: Iterable[float]) -> dict[str, list[float]]:
+    """Feature ``j`` of a payment: its amount divided by ``j + 1`` (a float64 that float32 rounds).
+    With :func:`id_number` as the amount, a row's features say which payment they belong to."""
+    values = list(amounts)
+    return {name: [a / (j + 1) for a in values] for j, name in enumerate(features.FEATURE_COLUMNS)}
+
+
+def fake_features_in_chunks(
+    frame: pd.DataFrame, chunk_rows: int, settings: Settings | None = None
+) -> Iterator[pd.DataFrame]:
+    """``features.features_in_chunks`` by its contract (slices in order, indexed by position, one
+    empty result for no rows) with :func:`fake_feature_values`: Feast is the integration tier's."""
+    import pandas as pd
+
+    for start in range(0, max(len(frame), 1), chunk_rows):
+        chunk = frame.iloc[start : start + chunk_rows].reset_index(drop=True)
+        values = pd.DataFrame(fake_feature_values(chunk["amount"]), index=chunk.index)
+        joined = pd.concat([chunk, values], axis=1)
+        joined.index = pd.RangeIndex(start, start + len(joined))
+        yield joined
+
+
+@pytest.fixture
+def fake_feast(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Point-in-time features from :func:`fake_features_in_chunks`; the list of the rows of each
+    chunk served, as they are served."""
+    served: list[int] = []
+
+    def chunks(
+        frame: pd.DataFrame, chunk_rows: int, settings: Settings | None = None
+    ) -> Iterator[pd.DataFrame]:
+        for chunk in fake_features_in_chunks(frame, chunk_rows, settings):
+            served.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(features, "features_in_chunks", chunks)
+    return served

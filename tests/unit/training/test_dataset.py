@@ -1,17 +1,21 @@
 """The labelled rows: each payment joined to its latest label, negatives down-sampled and weighted back,
-OOT days sampled uniformly, every draw fixed by the payment's id and the seed."""
+OOT days sampled uniformly, every draw fixed by the payment's id and the seed; and the training set
+built from them with its features read chunk by chunk."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
 from include.mlops import lake
 from include.mlops.core.schema import LABEL
+from include.mlops.features import FEATURE_COLUMNS
 from include.mlops.training import (
     WEIGHT,
     TrainingDataError,
@@ -20,10 +24,9 @@ from include.mlops.training import (
     read_training_days,
     stable_uniform,
 )
+from tests.unit.training.conftest import fake_feature_values, id_number
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from include.mlops.core.settings import Settings
 
 DAY = dt.date(2026, 3, 1)
@@ -67,6 +70,7 @@ def _write_day(
     payments = {
         "transaction_id": pa.array(ids, pa.string()),
         "event_timestamp": pa.array([_noon(day)] * len(ids), pa.timestamp("us", tz="UTC")),
+        "amount": pa.array([id_number(i) for i in ids], pa.float64()),
     }
     _write(s, "transactions", day, pa.table(payments))
     label_day = label_day or day + dt.timedelta(days=1)
@@ -198,33 +202,26 @@ def test_every_file_read_is_fingerprinted_once(tiny_settings: Settings) -> None:
 
 
 def test_promotion_rebuilds_the_oot_rows_with_the_training_cap_and_seed(
-    tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch, fake_feast: list[int]
 ) -> None:
-    from include.mlops import features
     from include.mlops.training import oot_frame
 
     days = [DAY, DAY + dt.timedelta(days=1)]
     for day in days:
         _write_day(tiny_settings, day)
-    # The features are Feast's business (tests/integration): here the rows alone.
-    monkeypatch.setattr(features, "with_features", lambda frame, settings=None: frame)
     monkeypatch.setenv("MLOPS_TRAIN_MAX_OOT_ROWS", str(PAYMENTS))
 
-    frame, fingerprints = oot_frame(days[0], days[1], tiny_settings)
+    frame, fingerprints = oot_frame(days[0], days[1], replace(tiny_settings, chunk_rows=50))
     trained_on = read_oot_days(
         days, days[1] + dt.timedelta(days=5), PAYMENTS, tiny_settings.seed, tiny_settings
     )
     assert frame["transaction_id"].tolist() == trained_on.frame["transaction_id"].tolist()
     assert len(frame) < 2 * PAYMENTS and fingerprints == trained_on.fingerprints
+    assert fake_feast == [50] * (len(frame) // 50) + ([len(frame) % 50] if len(frame) % 50 else [])
+    assert frame.index.equals(pd.RangeIndex(len(frame))), "the chunks are put back in one piece"
+    assert frame[FEATURE_COLUMNS[0]].tolist() == [id_number(i) for i in frame["transaction_id"]]
     whole, _ = oot_frame(days[0], days[1], tiny_settings, max_rows=10_000)
     assert len(whole) == 2 * PAYMENTS
-
-
-def _without_feast(frame: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
-    """The rows with every feature at 0: the features are Feast's business (tests/integration)."""
-    from include.mlops import features
-
-    return frame.assign(**dict.fromkeys(features.FEATURE_COLUMNS, 0.0))
 
 
 def _window(days: list[dt.date], validation_days: int) -> Window:
@@ -242,44 +239,123 @@ def _window(days: list[dt.date], validation_days: int) -> Window:
     )
 
 
+def _features_of(ids: pd.Series | list[str]) -> np.ndarray:
+    """The fake features of the payments ``ids`` as the model sees them (float64, then float32)."""
+    return pd.DataFrame(fake_feature_values(id_number(i) for i in ids)).to_numpy().astype(np.float32)
+
+
 def test_the_training_set_splits_fit_and_validation_rows_by_day(
-    tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    tiny_settings: Settings, fake_feast: list[int]
 ) -> None:
-    from include.mlops import features
     from include.mlops.core.policies import TrainingSettings
     from include.mlops.training import build_dataset
 
     days = [DAY + dt.timedelta(days=i) for i in range(4)]
     for day in days:
         _write_day(tiny_settings, day)
-    monkeypatch.setattr(features, "with_features", _without_feast)
     knobs = TrainingSettings(negatives_per_positive=1000, max_oot_rows=PAYMENTS // 2)
 
     data = build_dataset(_window(days, 1), knobs, tiny_settings)
-    assert (int(data.in_fit.sum()), int(data.in_validation.sum())) == (2 * PAYMENTS, PAYMENTS)
+    assert (len(data.fit), len(data.validation)) == (2 * PAYMENTS, PAYMENTS)
     assert len(data.y_oot) < PAYMENTS, "the OOT cap is the knob's"
-    assert list(data.x.columns) == list(features.FEATURE_COLUMNS) == list(data.columns)
-    assert (data.x.dtypes == "float64").all() and (data.weight == 1.0).all()
+    assert data.columns == FEATURE_COLUMNS == tuple(data.x_oot.columns)
+    assert data.fit.x.dtype == np.float32 and (data.fit.weight == 1.0).all()
+    assert data.out_of_time.weight is None, "OOT rows are never re-weighted"
     assert data.sampling["negatives_per_positive"] == 1000
     assert [d["day"] for d in data.sampling["training_days"]] == ["2026-03-01", "2026-03-02", "2026-03-03"]
+    # Each row's features are its own payment's, and the frames logged carry them beside the rows.
+    train_ids = data.train.frame["transaction_id"]
+    assert np.array_equal(np.concatenate([data.fit.x, data.validation.x]), _features_of(train_ids))
+    assert np.array_equal(data.out_of_time.x, _features_of(data.oot.frame["transaction_id"]))
+    assert np.shares_memory(data.train.frame[FEATURE_COLUMNS[0]].to_numpy(), data.fit.x), "views, no copy"
+    assert data.train.frame["transaction_id"].str[1:9].eq("20260303").tolist() == [False] * 400 + [True] * 200
 
 
-def test_a_slice_without_fraud_stops_training_as_its_metrics_are_undefined(
-    tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
+def test_the_streamed_training_set_holds_the_rows_of_the_reading_functions_whatever_the_chunks(
+    tiny_settings: Settings, fake_feast: list[int]
 ) -> None:
-    from include.mlops import features
+    from include.mlops.core.policies import TrainingSettings
+    from include.mlops.training import build_dataset, reference_positions
+
+    days = [DAY + dt.timedelta(days=i) for i in range(4)]
+    for day in days:
+        _write_day(tiny_settings, day)
+    knobs = TrainingSettings(negatives_per_positive=4)
+    window = _window(days, 1)
+
+    data = build_dataset(window, knobs, replace(tiny_settings, chunk_rows=37))
+    assert max(fake_feast) == 37 and len(fake_feast) > 4, "read chunk by chunk"
+    fake_feast.clear()
+    whole = build_dataset(window, knobs, replace(tiny_settings, chunk_rows=100_000))
+    assert len(fake_feast) == 2, "one chunk per set"
+    for part in ("fit", "validation", "out_of_time"):
+        chunked, one = getattr(data, part), getattr(whole, part)
+        assert np.array_equal(chunked.x, one.x) and np.array_equal(chunked.y, one.y), part
+        assert chunked.batch_rows == 37 and len(list(chunked.batches())) == -(-len(chunked) // 37)
+    assert data.reference.equals(whole.reference)
+
+    # The rows, labels and weights are those the reading functions return in memory.
+    read = read_training_days(window.train_days, LABELS_UNTIL, 4, tiny_settings.seed, tiny_settings)
+    frame = data.train.frame
+    assert frame["transaction_id"].tolist() == read.frame["transaction_id"].tolist()
+    assert np.array_equal(np.concatenate([data.fit.y, data.validation.y]), read.frame[LABEL].to_numpy())
+    weights = np.concatenate([data.fit.weight, data.validation.weight])
+    assert np.array_equal(weights, read.frame[WEIGHT].to_numpy())
+    oot = read_oot_days(window.oot_days, LABELS_UNTIL, knobs.max_oot_rows, tiny_settings.seed, tiny_settings)
+    assert data.oot.frame["transaction_id"].tolist() == oot.frame["transaction_id"].tolist()
+    # The drift reference: the OOT rows of the seed's draw, with Python-string ids.
+    picked = reference_positions(len(oot.frame), tiny_settings.seed)
+    assert np.array_equal(data.reference.index.to_numpy(), picked)
+    assert data.reference["transaction_id"].tolist() == oot.frame["transaction_id"].iloc[picked].tolist()
+    assert data.reference["transaction_id"].dtype == object
+    assert list(data.reference.columns) == ["transaction_id", "event_timestamp", *FEATURE_COLUMNS]
+
+
+def test_payments_of_the_validation_days_go_after_the_fit_payments_whatever_their_partition(
+    tiny_settings: Settings, fake_feast: list[int]
+) -> None:
+    from include.mlops.core.policies import TrainingSettings
+    from include.mlops.training import build_dataset
+
+    days = [DAY + dt.timedelta(days=i) for i in range(4)]
+    for day in days[1:]:
+        _write_day(tiny_settings, day)
+    # A payment of the validation day (03-03) filed in the partition of 03-01.
+    ids = _ids(days[0])
+    stamps = [_noon(days[0])] * (PAYMENTS - 1) + [_noon(days[2])]
+    payments = pa.table(
+        {
+            "transaction_id": ids,
+            "event_timestamp": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+            "amount": [id_number(i) for i in ids],
+        }
+    )
+    _write(tiny_settings, "transactions", days[0], payments)
+    _write(tiny_settings, "labels", days[1], _labels(ids, set(ids[:FRAUDS]), days[1]))
+
+    data = build_dataset(_window(days, 1), TrainingSettings(negatives_per_positive=1000), tiny_settings)
+    order = data.train.frame["transaction_id"].tolist()
+    assert (len(data.fit), len(data.validation)) == (2 * PAYMENTS - 1, PAYMENTS + 1)
+    assert order[: len(data.fit)] == ids[:-1] + _ids(days[1])
+    assert order[len(data.fit) :] == [ids[-1], *_ids(days[2])]
+    assert np.array_equal(data.validation.x, _features_of(order[len(data.fit) :]))
+
+
+def test_a_slice_without_fraud_stops_training_before_any_feature_is_read(
+    tiny_settings: Settings, fake_feast: list[int]
+) -> None:
     from include.mlops.core.policies import TrainingSettings
     from include.mlops.training import build_dataset
 
     days = [DAY + dt.timedelta(days=i) for i in range(4)]
     for day in days:
         _write_day(tiny_settings, day, frauds=0 if day == days[2] else FRAUDS)
-    monkeypatch.setattr(features, "with_features", _without_feast)
 
     with pytest.raises(
         TrainingDataError, match=r"no fraud among the \d+ labelled payments of the validation days"
     ):
         build_dataset(_window(days, 1), TrainingSettings(), tiny_settings)
+    assert fake_feast == [], "the metrics are known to be undefined before Feast is asked"
     # With two validation days, the slice holds the frauds of 03-02.
     data = build_dataset(_window(days, 2), TrainingSettings(), tiny_settings)
-    assert int(data.y[data.in_validation].sum()) == FRAUDS
+    assert int(data.validation.y.sum()) == FRAUDS

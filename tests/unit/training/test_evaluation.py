@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from include.mlops import registry
+from include.mlops.core.metrics import classification_metrics
 from include.mlops.core.schema import LABEL
 from include.mlops.training import (
     REFERENCE_ROWS,
     WEIGHT,
+    FeatureRows,
     FitResult,
     LabelledDays,
     TrainingSet,
     draw_reference_sample,
     evaluate,
     fit_baseline,
-    fit_xgboost,
+    fit_boosting,
+    reference_positions,
 )
 
 COLUMNS = ("amount_ratio", "night", "noise")
@@ -40,19 +44,25 @@ def _days(rows: int, seed: int, validation_from: int | None = None) -> LabelledD
     return LabelledDays(frame, [], stats)
 
 
-def _training_set(oot_rows: int) -> TrainingSet:
+def _rows(days: LabelledDays, weighted: bool, batch_rows: int) -> FeatureRows:
+    frame = days.frame
+    rows = FeatureRows.of(frame[list(COLUMNS)], frame[LABEL], frame[WEIGHT] if weighted else None)
+    return replace(rows, batch_rows=batch_rows)
+
+
+def _training_set(oot_rows: int, batch_rows: int = 1000) -> TrainingSet:
     train, oot = _days(3000, 1), _days(oot_rows, 2)
-    columns = list(COLUMNS)
+    rows = _rows(train, True, batch_rows)
+    out_of_time = _rows(oot, False, batch_rows)
+    picked = reference_positions(oot_rows, 7)
     return TrainingSet(
         train=train,
         oot=oot,
         columns=COLUMNS,
-        x=train.frame[columns],
-        y=train.frame[LABEL].to_numpy(dtype=np.int32),
-        weight=train.frame[WEIGHT].to_numpy(),
-        in_validation=np.arange(len(train.frame)) >= 2400,
-        x_oot=oot.frame[columns],
-        y_oot=oot.frame[LABEL].to_numpy(dtype=np.int32),
+        fit=rows.part(0, 2400),
+        validation=rows.part(2400, 3000),
+        out_of_time=out_of_time,
+        reference=oot.frame.iloc[picked][["transaction_id", "event_timestamp", *COLUMNS]],
         negatives_per_positive=20,
         read_seconds=1.0,
         feature_seconds=2.0,
@@ -60,12 +70,8 @@ def _training_set(oot_rows: int) -> TrainingSet:
 
 
 def _fitted(data: TrainingSet) -> FitResult:
-    fit, val = data.in_fit, data.in_validation
-    booster, report = fit_xgboost(
-        data.x[fit], data.y[fit], data.weight[fit], data.x[val], data.y[val], data.weight[val],
-        "cpu", 7, rounds=200, threads=1,
-    )  # fmt: skip
-    baseline = fit_baseline(data.x[fit], data.y[fit], data.weight[fit])
+    booster, report = fit_boosting(data.fit, data.validation, "cpu", 7, rounds=200, threads=1)
+    baseline = fit_baseline(data.fit.x, data.fit.y, data.fit.weight)
     return FitResult(booster, report, baseline, "cpu", train_seconds=3.0, baseline_seconds=4.0)
 
 
@@ -81,7 +87,15 @@ def test_the_model_and_the_baseline_are_judged_on_the_same_oot_rows(
     data, fitted = judged
     evaluation = evaluate(data, fitted)
     metrics = evaluation.metrics
-    assert np.allclose(evaluation.scores, fitted.booster.inplace_predict(data.x_oot))
+    # Scored batch by batch: the scores of the whole frame at once. XGBoost computes in float32
+    # whatever its input; the baseline sees the float32 features the set keeps, a float64 frame
+    # moves its metrics by float32's rounding only.
+    oot = data.oot.frame[list(COLUMNS)]
+    assert np.array_equal(evaluation.scores, fitted.booster.inplace_predict(oot))
+    baseline = fitted.baseline.predict_proba(oot.to_numpy("float32").astype("float64"))[:, 1]
+    assert evaluation.baseline == classification_metrics(data.y_oot, baseline)
+    in_float64 = classification_metrics(data.y_oot, fitted.baseline.predict_proba(oot.to_numpy())[:, 1])
+    assert evaluation.baseline == pytest.approx(in_float64, rel=1e-6)
     assert metrics["pr_auc"] == evaluation.model["pr_auc"] and 0.5 < metrics["pr_auc"] <= 1
     assert metrics["baseline_pr_auc"] == evaluation.baseline["pr_auc"]
     assert metrics["pr_auc_margin_over_baseline"] == pytest.approx(
@@ -119,3 +133,15 @@ def test_the_reference_sample_holds_served_rows_with_their_prediction_and_label(
         draw_reference_sample(data, evaluation, 7)["transaction_id"].tolist()
         == reference["transaction_id"].tolist()
     )
+
+
+def test_the_reference_rows_are_a_fixed_draw_of_the_seed_and_the_set_must_hold_them(
+    judged: tuple[TrainingSet, FitResult],
+) -> None:
+    picked = reference_positions(REFERENCE_ROWS + 500, 7)
+    assert len(picked) == REFERENCE_ROWS and len(set(picked)) == REFERENCE_ROWS
+    assert np.array_equal(picked, np.sort(picked)) and np.array_equal(picked, reference_positions(5500, 7))
+    assert len(reference_positions(30, 7)) == 30, "every row when there are fewer"
+    data, fitted = judged
+    with pytest.raises(ValueError, match="reference rows of another seed than 8"):
+        draw_reference_sample(data, evaluate(data, fitted), 8)

@@ -14,6 +14,7 @@ import xgboost as xgb
 from include.mlops.core.policies import TrainingSettings
 from include.mlops.training import (
     EARLY_STOPPING_ROUNDS,
+    baseline_rows,
     booster_device,
     detect_device,
     fit_baseline,
@@ -102,3 +103,49 @@ def test_the_baseline_gives_probabilities_that_rank_frauds_first() -> None:
     scores = fit_baseline(x, y, np.ones(len(y))).predict_proba(x_val.to_numpy())[:, 1]
     assert ((scores >= 0) & (scores <= 1)).all()
     assert scores[y_val == 1].mean() > scores[y_val == 0].mean() + 0.3
+
+
+def test_the_baseline_learns_from_every_fit_row_or_a_fixed_uniform_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from include.mlops.training import model
+
+    assert np.array_equal(baseline_rows(80, 7), np.arange(80))
+    monkeypatch.setattr(model, "MAX_BASELINE_ROWS", 50)
+    rows = baseline_rows(80, 7)
+    assert len(rows) == 50 == len(set(rows)) and np.array_equal(rows, np.sort(rows)) and rows.max() < 80
+    assert np.array_equal(rows, baseline_rows(80, 7)) and not np.array_equal(rows, baseline_rows(80, 8))
+
+
+def test_the_baseline_is_the_pipeline_scikit_learn_fits_and_leaves_the_rows_untouched() -> None:
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    def signed_log(values: np.ndarray) -> np.ndarray:
+        return np.sign(values) * np.log1p(np.abs(values))
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_cauchy(size=(4000, 11)).astype(np.float32)  # columns in two blocks of medians
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[:, 5], x[:5, 2], x[5:9, 3] = np.nan, -0.0, 0.0  # an empty column, signed zeros
+    y = (np.nan_to_num(x[:, 0]) + rng.normal(size=4000) > 1).astype(np.int32)
+    w = rng.choice([1.0, 9.5], 4000)
+    kept = x.copy()
+    # What Pipeline.fit makes of the same steps, a new array per step.
+    reference = make_pipeline(
+        SimpleImputer(strategy="median", keep_empty_features=True),
+        FunctionTransformer(signed_log),
+        StandardScaler(),
+        LogisticRegression(C=1.0, max_iter=2000),
+    ).fit(x.astype(np.float64), y, logisticregression__sample_weight=w)
+
+    baseline = fit_baseline(x, y, w)
+    assert np.array_equal(x, kept, equal_nan=True), "the rows given are left as they are"
+    later = rng.standard_cauchy(size=(500, 11))
+    later[rng.random(later.shape) < 0.1] = np.nan
+    unchanged = later.copy()
+    scores = baseline.predict_proba(later)[:, 1]
+    assert np.array_equal(scores, reference.predict_proba(later)[:, 1])
+    assert np.array_equal(later, unchanged, equal_nan=True), "scoring writes into no caller's rows"
