@@ -120,8 +120,8 @@ def _install_feast(points: _Points) -> None:
     _wrap(
         points,
         BatchedSqliteOnlineStore,
-        "online_write_batch",
-        "feast.online_write_batch",
+        "online_write_arrow",
+        "feast.online_write",
         lambda self, config, table, *a, **k: table.name,
     )
 

@@ -110,4 +110,6 @@ def test_a_materialized_day_is_served_whole_whatever_write_it_is_killed_at(sandb
     )
     where = "\n  ".join(p.where for p in drill.points)
     print(f"\n{stage.target}: {len(drill.points)} kill points in {drill.seconds:.1f} s:\n  {where}")
+    written = {p.where for p in drill.points if p.where.startswith("feast.online_write ")}
+    assert len(written) == len(VIEWS), f"each view's online write is a kill point: {where}"
     assert not drill.problems, drill.report()

@@ -436,7 +436,7 @@ def test_redis_cut_during_materialize_fails_and_the_retry_loads_the_offline_valu
         writes = CutAt(r)
         with monkeypatch.context() as mp:
             mp.setattr(
-                RedisOnlineStore, "online_write_batch", writes.wrap(RedisOnlineStore.online_write_batch)
+                RedisOnlineStore, "online_write_arrow", writes.wrap(RedisOnlineStore.online_write_arrow)
             )
             features.materialize_day(days[-2], s)
         assert writes.calls >= 2, writes.calls
@@ -447,7 +447,7 @@ def test_redis_cut_during_materialize_fails_and_the_retry_loads_the_offline_valu
             cut = CutAt(r, at=k)
             with monkeypatch.context() as mp:
                 mp.setattr(
-                    RedisOnlineStore, "online_write_batch", cut.wrap(RedisOnlineStore.online_write_batch)
+                    RedisOnlineStore, "online_write_arrow", cut.wrap(RedisOnlineStore.online_write_arrow)
                 )
                 with pytest.raises(redis.exceptions.ConnectionError) as caught:
                     features.materialize_day(last, s)

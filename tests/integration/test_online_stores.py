@@ -1,9 +1,10 @@
 """The batched online stores over a real materialization: Feast's own stores write the same data,
 read ours back, a rerun changes nothing, and online features still equal offline ones.
 
-The project's ``feature_repo/`` selects the batched stores; the stock store here is built from a
-copy of its yaml whose ``online_store: type:`` is Feast's own ``sqlite`` or ``redis``, everything
-else the same.
+The project's ``feature_repo/`` selects the batched stores and the engine that hands them Arrow
+batches (``arrow_write.py``); the stock store here is built from a copy of its yaml whose
+``online_store: type:`` is Feast's own ``sqlite`` or ``redis`` and whose ``batch_engine: type:`` is
+Feast's ``local``, everything else the same.
 """
 
 from __future__ import annotations
@@ -40,18 +41,24 @@ BATCHED = {
     "sqlite": "include.mlops.features.online_stores.BatchedSqliteOnlineStore",
     "redis": "include.mlops.features.online_stores.BatchedRedisOnlineStore",
 }
+ENGINE = "include.mlops.features.arrow_write.ArrowWriteEngine"
 
 
 def stock_settings(home: Path, kind: str, **settings: str) -> Settings:
-    """Settings whose Feast store is Feast's own ``kind`` online store: the project's yaml with only
-    ``online_store: type:`` changed, in a folder of its own (the yaml only: nothing is applied
-    from it, so the registry stays the one the settings name)."""
+    """Settings whose Feast store is Feast's own ``kind`` online store written by Feast's own local
+    engine: the project's yaml with only ``online_store: type:`` and ``batch_engine: type:``
+    changed, in a folder of its own (the yaml only: nothing is applied from it, so the registry
+    stays the one the settings name)."""
     repo = home.parent / f"feast-{kind}-yaml"
     repo.mkdir(exist_ok=True)
     for name in ("feature_store.yaml", "feature_store.cluster.yaml"):
         text = (PROJECT_ROOT / "feature_repo" / name).read_text()
-        (repo / name).write_text(text.replace(f"type: {BATCHED[kind]}", f"type: {kind}"))
-    assert BATCHED[kind] not in "".join(p.read_text() for p in repo.iterdir())
+        text = text.replace(f"type: {BATCHED[kind]}", f"type: {kind}").replace(
+            f"type: {ENGINE}", "type: local"
+        )
+        (repo / name).write_text(text)
+    written = "".join(p.read_text() for p in repo.iterdir())
+    assert BATCHED[kind] not in written and ENGINE not in written
     return settings_for(home, MLOPS_FEAST_REPO=str(repo), **settings)
 
 
@@ -61,6 +68,7 @@ def stock_materialize(s: Settings, days: list[dt.date]) -> None:
     from feast.infra.online_stores.helpers import get_online_store_from_config
 
     store = F.feature_store(s)
+    assert type(store._get_provider().batch_engine).__name__ == "LocalComputeEngine"
     online = get_online_store_from_config(store.config.online_store)
     online.update(store.config, [], store.list_feature_views(), [], store.list_entities(), partial=False)
     for day in days:
@@ -105,6 +113,8 @@ def test_sqlite_batched_store_writes_feasts_rows_and_feast_reads_them_back(mlops
     s = settings_for(mlops_home)
     days = simulate_lake(s, 1)
     build(s, days)
+    engine = type(F.feature_store(s)._get_provider().batch_engine)
+    assert f"{engine.__module__}.{engine.__name__}" == ENGINE, "the project's engine wrote the days"
     ours = sqlite_tables(s.feast_online_path)
     assert sum(len(rows) for rows in ours.values()) > 1000
 

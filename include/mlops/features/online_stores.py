@@ -34,14 +34,18 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStor
 from feast.utils import make_tzaware, to_naive_utc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from include.mlops.features import arrow_write
+
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
+    import pyarrow as pa
     from feast import FeatureView
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
     from feast.repo_config import RepoConfig
+    from feast.value_type import ValueType
 
     Row = tuple[EntityKey, dict[str, Value], dt.datetime, dt.datetime | None]
 
@@ -84,17 +88,37 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
         if store.vector_enabled or getattr(store, "enable_openai_compatible_store", False):
             super().online_write_batch(config, table, data, progress)
             return
+        self._upsert(config, table, _sqlite_rows(data, config.entity_key_serialization_version))
+        if progress:
+            progress(len(data))
+
+    def online_write_arrow(
+        self, config: RepoConfig, table: FeatureView, batch: pa.RecordBatch, join_keys: dict[str, ValueType]
+    ) -> None:
+        """Upsert the rows of ``batch`` (an Arrow batch of the view's source) that
+        :meth:`online_write_batch` would upsert for Feast's conversion of it, without that
+        conversion (:mod:`.arrow_write`)."""
+        store = config.online_store
+        if (
+            store.vector_enabled
+            or getattr(store, "enable_openai_compatible_store", False)
+            or not (arrow_write.is_feature_view(table))
+        ):
+            self.online_write_batch(config, table, arrow_write.proto_rows(batch, table, join_keys), None)
+            return
+        encoded = arrow_write.encode_batch(batch, table, join_keys)
+        self._upsert(config, table, _encoded_sqlite_rows(encoded, config.entity_key_serialization_version))
+
+    def _upsert(self, config: RepoConfig, table: FeatureView, rows: Iterator[tuple]) -> None:
+        """Upsert ``rows`` (SQLite rows in Feast's layout) into the view's table in one transaction."""
         conn = self._get_conn(config)
         name = compute_table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
-        rows = _sqlite_rows(data, config.entity_key_serialization_version)
         rest: list[tuple] = []
         with conn:
             conn.executemany(
                 _upsert_statement(name, _ROWS_PER_STATEMENT), _groups(rows, _ROWS_PER_STATEMENT, rest)
             )
             conn.executemany(_upsert_statement(name), rest)
-        if progress:
-            progress(len(data))
 
 
 def _upsert_statement(table_name: str, rows: int = 1) -> str:
@@ -130,6 +154,19 @@ def _sqlite_rows(data: Sequence[Row], version: int) -> Iterator[tuple]:
         for feature, value in values.items():
             text, _ = extract_text_and_num(value, False)
             yield key, feature, value.SerializeToString(), text, event_ts, created_ts
+
+
+def _encoded_sqlite_rows(encoded: arrow_write.EncodedBatch, version: int) -> Iterator[tuple]:
+    """The rows of :func:`_sqlite_rows` for the same batch, from its encoded columns, lazily."""
+    bound: dict[dt.datetime, Any] = {}
+    features = encoded.features
+    rows = zip(encoded.entity_keys, encoded.event_timestamps, encoded.created_timestamps, strict=True)
+    for i, (entity_key, timestamp, created) in enumerate(rows):
+        key = serialize_entity_key(entity_key, entity_key_serialization_version=version)
+        event_ts = _bound_timestamp(timestamp, bound)
+        created_ts = None if created is None else _bound_timestamp(created, bound)
+        for feature, values, texts in features:
+            yield key, feature, values[i], texts[i], event_ts, created_ts
 
 
 def _bound_timestamp(timestamp: dt.datetime, bound: dict[dt.datetime, Any]) -> Any:
@@ -170,16 +207,52 @@ class BatchedRedisOnlineStore(RedisOnlineStore):
         progress: Callable[[int], Any] | None,
     ) -> None:
         """Write ``data`` (Feast's rows of one batch) to the entities' hashes in one pipeline."""
+
+        def values(i: int) -> Iterator[tuple[str, bytes]]:
+            return ((feature, value.SerializeToString()) for feature, value in data[i][1].items())
+
+        self._write(config, table, [row[0] for row in data], [row[2] for row in data], values)
+        if progress:
+            progress(len(data))
+
+    def online_write_arrow(
+        self, config: RepoConfig, table: FeatureView, batch: pa.RecordBatch, join_keys: dict[str, ValueType]
+    ) -> None:
+        """Write the hashes :meth:`online_write_batch` would write for Feast's conversion of
+        ``batch`` (an Arrow batch of the view's source), without that conversion (:mod:`.arrow_write`)."""
+        if not arrow_write.is_feature_view(table):
+            self.online_write_batch(config, table, arrow_write.proto_rows(batch, table, join_keys), None)
+            return
+        encoded = arrow_write.encode_batch(batch, table, join_keys)
+        features = encoded.features
+
+        def values(i: int) -> Iterator[tuple[str, bytes]]:
+            return ((feature, encoded_values[i]) for feature, encoded_values, _ in features)
+
+        self._write(config, table, encoded.entity_keys, encoded.event_timestamps, values)
+
+    def _write(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_keys: Sequence[EntityKey],
+        timestamps: Sequence[dt.datetime],
+        values: Callable[[int], Iterable[tuple[str, bytes]]],
+    ) -> None:
+        """One pipeline of ``HSET`` (and ``EXPIRE``) for the rows to write: row ``i`` is the entity
+        ``entity_keys[i]`` at ``timestamps[i]`` with the serialized feature values ``values(i)``."""
         store = config.online_store
         client = self._get_client(store)
         view = compute_versioned_name(table, config.registry.enable_online_feature_view_versioning)
         ts_field = f"_ts:{view}"
         version = config.entity_key_serialization_version
-        keys = [_redis_key(config.project, row[0], entity_key_serialization_version=version) for row in data]
-        stamps = _encoded_timestamps(data)
+        keys = [
+            _redis_key(config.project, key, entity_key_serialization_version=version) for key in entity_keys
+        ]
+        stamps = _encoded_timestamps(timestamps)
         with client.pipeline(transaction=False) as pipe:
             if store.skip_dedup:
-                chosen: Sequence[int] = range(len(data))
+                chosen: Sequence[int] = range(len(keys))
             else:
                 for key in keys:
                     pipe.hmget(key, ts_field)
@@ -187,14 +260,12 @@ class BatchedRedisOnlineStore(RedisOnlineStore):
             fields = _FieldNames(view)
             for i in chosen:
                 command: list[Any] = ["HSET", keys[i], ts_field, stamps[i][0]]
-                for feature, value in data[i][1].items():
-                    command += (fields[feature], value.SerializeToString())
+                for feature, value in values(i):
+                    command += (fields[feature], value)
                 pipe.execute_command(*command)
                 if store.key_ttl_seconds:
                     pipe.expire(name=keys[i], time=store.key_ttl_seconds)
             pipe.execute()
-        if progress:
-            progress(len(data))
 
 
 class _FieldNames(dict):
@@ -209,13 +280,13 @@ class _FieldNames(dict):
         return self[feature]
 
 
-def _encoded_timestamps(data: Sequence[Row]) -> list[tuple[bytes, int]]:
+def _encoded_timestamps(timestamps: Iterable[dt.datetime]) -> list[tuple[bytes, int]]:
     """Each row's event time as Feast's Redis store stores and compares it: the serialized
     protobuf ``Timestamp`` and its nanoseconds since the epoch. A snapshot's rows share one time,
     so each distinct time is encoded once."""
     seen: dict[dt.datetime, tuple[bytes, int]] = {}
     out = []
-    for _, _, timestamp, _ in data:
+    for timestamp in timestamps:
         encoded = seen.get(timestamp)
         if encoded is None:
             stamp = Timestamp()

@@ -192,7 +192,7 @@ def test_redis_timestamps_are_encoded_as_feasts_store_encodes_them() -> None:
     from include.mlops.features.online_stores import _encoded_timestamps
 
     data = rows(12)
-    for (encoded, nanos), (_, _, when, _) in zip(_encoded_timestamps(data), data, strict=True):
+    for (encoded, nanos), (_, _, when, _) in zip(_encoded_timestamps(r[2] for r in data), data, strict=True):
         expected = Timestamp()
         expected.FromDatetime(make_tzaware(when))
         assert encoded == expected.SerializeToString()
