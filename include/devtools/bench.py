@@ -219,6 +219,7 @@ def _with_floor(stage: str, rows: int, env: dict[str, str], measured: dict) -> d
         floor_rows=floor["rows"],
         floor_peak_rss_mib=floor["peak_rss_mib"],
         ratio_to_floor=measured["seconds"] / max(floor["seconds"], 1e-9),
+        layout_floor_seconds=floor.get("layout_seconds"),
     )
     return measured
 

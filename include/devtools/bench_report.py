@@ -468,6 +468,11 @@ def stage_line(stage: str, rows: int, m: dict) -> str:
         f"{stage:<11} {rows:>9,}: {m['rows']:>9,} rows {m['seconds']:7.2f} s "
         f"(process {m['wall_seconds']:6.2f} s)  {m['rows_per_second']:>10,.0f} rows/s  "
         f"peak {m['peak_rss_mib']:6.0f} MiB  floor {floor}  x{times(m['ratio_to_floor'])}"
+        + (
+            ""
+            if m.get("layout_floor_seconds") is None
+            else f" (Feast's layout {m['layout_floor_seconds']:.2f} s)"
+        )
     )
 
 
