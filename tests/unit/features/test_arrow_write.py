@@ -15,6 +15,7 @@ import yaml
 from include.mlops.core.settings import PROJECT_ROOT
 from include.mlops.features import quiet_feast_import
 from tests.unit.features.test_online_stores import SQLITE_TYPE, sqlite_store, table
+from tests.unit.features.test_online_stores import view as online_store_view
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,12 +28,11 @@ FLOATS = [0.0, -0.0, 1 / 3, -2.5e-310, 1e16 / 3, math.inf, -math.inf, math.nan, 
 
 
 def view():
-    """A feature view with a column of each scalar type, its source with a created-time column."""
+    """A feature view with a column of each scalar type, an ``Int64`` one with nulls among them, its
+    source with a created-time column."""
     quiet_feast_import()
-    from feast import Entity, FeatureView, Field, FileSource
     from feast.types import Bool, Float32, Float64, Int32, Int64, String, UnixTimestamp
 
-    customer = Entity(name="customer", join_keys=["customer_id"])
     types = {
         "amount": Float64,
         "count": Int64,
@@ -43,14 +43,7 @@ def view():
         "flag": Bool,
         "seen_at": UnixTimestamp,
     }
-    return FeatureView(
-        name="customer_features",
-        entities=[customer],
-        schema=[Field(name="customer_id", dtype=String), *(Field(name=n, dtype=t) for n, t in types.items())],
-        source=FileSource(
-            path="unused.parquet", timestamp_field="event_timestamp", created_timestamp_column="created"
-        ),
-    )
+    return online_store_view(types, created_timestamp_column="created")
 
 
 def batch(n: int = 40) -> pa.RecordBatch:

@@ -24,14 +24,15 @@ SQLITE_TYPE = "include.mlops.features.online_stores.BatchedSqliteOnlineStore"
 REDIS_TYPE = "include.mlops.features.online_stores.BatchedRedisOnlineStore"
 
 
-def view():
-    """A feature view with a column of each scalar type Feast's SQLite store distinguishes."""
+def view(types: dict | None = None, created_timestamp_column: str = ""):
+    """A feature view with a column of each scalar type Feast's SQLite store distinguishes (or of
+    ``types``: name to Feast type), its source with ``created_timestamp_column`` if given."""
     quiet_feast_import()
     from feast import Entity, FeatureView, Field, FileSource
     from feast.types import Bool, Float32, Float64, Int32, Int64, String, UnixTimestamp
 
     customer = Entity(name="customer", join_keys=["customer_id"])
-    types = {
+    types = types or {
         "amount": Float64,
         "ratio": Float32,
         "count": Int64,
@@ -44,7 +45,11 @@ def view():
         name="customer_features",
         entities=[customer],
         schema=[Field(name="customer_id", dtype=String), *(Field(name=n, dtype=t) for n, t in types.items())],
-        source=FileSource(path="unused.parquet", timestamp_field="event_timestamp"),
+        source=FileSource(
+            path="unused.parquet",
+            timestamp_field="event_timestamp",
+            created_timestamp_column=created_timestamp_column,
+        ),
     )
 
 
