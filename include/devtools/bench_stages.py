@@ -244,11 +244,11 @@ def materialize_floor(rows: int, day: dt.date, *args: str) -> dict:
         con.commit()
         con.close()
     out["rows"] = sum(table.num_rows for table in tables.values())
-    out["layout_seconds"] = _feast_layout_upserts(tables)
+    out["layout_seconds"] = _feast_layout_inserts(tables)
     return out
 
 
-def _feast_layout_upserts(
+def _feast_layout_inserts(
     tables: dict[str, Any], batch_entities: int = 10_000, per_statement: int = 50
 ) -> float:
     """Seconds SQLite alone takes to write the snapshot rows in the layout Feast's online store

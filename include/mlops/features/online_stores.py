@@ -84,8 +84,7 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
         progress: Callable[[int], Any] | None,
     ) -> None:
         """Upsert ``data`` (Feast's rows of one batch) into the view's table in one transaction."""
-        store = config.online_store
-        if store.vector_enabled or getattr(store, "enable_openai_compatible_store", False):
+        if _feasts_own_write(config.online_store):
             super().online_write_batch(config, table, data, progress)
             return
         self._upsert(config, table, _sqlite_rows(data, config.entity_key_serialization_version))
@@ -98,12 +97,7 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
         """Upsert the rows of ``batch`` (an Arrow batch of the view's source) that
         :meth:`online_write_batch` would upsert for Feast's conversion of it, without that
         conversion (:mod:`.arrow_write`)."""
-        store = config.online_store
-        if (
-            store.vector_enabled
-            or getattr(store, "enable_openai_compatible_store", False)
-            or not (arrow_write.is_feature_view(table))
-        ):
+        if _feasts_own_write(config.online_store) or not arrow_write.is_feature_view(table):
             self.online_write_batch(config, table, arrow_write.proto_rows(batch, table, join_keys), None)
             return
         encoded = arrow_write.encode_batch(batch, table, join_keys)
@@ -119,6 +113,12 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
                 _upsert_statement(name, _ROWS_PER_STATEMENT), _groups(rows, _ROWS_PER_STATEMENT, rest)
             )
             conn.executemany(_upsert_statement(name), rest)
+
+
+def _feasts_own_write(store: Any) -> bool:
+    """Whether the SQLite store uses options this project does not (vector search, the
+    OpenAI-compatible store): those batches take Feast's own write."""
+    return bool(store.vector_enabled or getattr(store, "enable_openai_compatible_store", False))
 
 
 def _upsert_statement(table_name: str, rows: int = 1) -> str:
