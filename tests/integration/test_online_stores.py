@@ -2,9 +2,10 @@
 read ours back, a rerun changes nothing, and online features still equal offline ones.
 
 The project's ``feature_repo/`` selects the batched stores and the engine that hands them Arrow
-batches (``arrow_write.py``); the stock store here is built from a copy of its yaml whose
-``online_store: type:`` is Feast's own ``sqlite`` or ``redis`` and whose ``batch_engine: type:`` is
-Feast's ``local``, everything else the same.
+batches (``arrow_write.py``) from the windowed offline store (``offline_store.py``); the stock
+store here is built from a copy of its yaml whose ``online_store: type:`` is Feast's own ``sqlite``
+or ``redis``, whose ``batch_engine: type:`` is Feast's ``local`` and whose ``offline_store: type:``
+is Feast's ``duckdb``, everything else the same.
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ BATCHED = {
     "redis": "include.mlops.features.online_stores.BatchedRedisOnlineStore",
 }
 ENGINE = "include.mlops.features.arrow_write.ArrowWriteEngine"
+OFFLINE = "include.mlops.features.offline_store.WindowedDuckDBOfflineStore"
 
 
 def stock_settings(home: Path, kind: str, **settings: str) -> Settings:
     """Settings whose Feast store is Feast's own ``kind`` online store written by Feast's own local
-    engine: the project's yaml with only ``online_store: type:`` and ``batch_engine: type:``
-    changed, in a folder of its own (the yaml only: nothing is applied from it, so the registry
+    engine from Feast's own DuckDB offline store: the project's yaml with only the ``type:`` of
+    ``online_store``, ``batch_engine`` and ``offline_store`` changed, in a folder of its own (the yaml only: nothing is applied from it, so the registry
     stays the one the settings name)."""
     repo = home.parent / f"feast-{kind}-yaml"
     repo.mkdir(exist_ok=True)
@@ -56,9 +58,9 @@ def stock_settings(home: Path, kind: str, **settings: str) -> Settings:
         text = text.replace(f"type: {BATCHED[kind]}", f"type: {kind}").replace(
             f"type: {ENGINE}", "type: local"
         )
-        (repo / name).write_text(text)
+        (repo / name).write_text(text.replace(f"type: {OFFLINE}", "type: duckdb"))
     written = "".join(p.read_text() for p in repo.iterdir())
-    assert BATCHED[kind] not in written and ENGINE not in written
+    assert BATCHED[kind] not in written and ENGINE not in written and OFFLINE not in written
     return settings_for(home, MLOPS_FEAST_REPO=str(repo), **settings)
 
 
@@ -69,6 +71,7 @@ def stock_materialize(s: Settings, days: list[dt.date]) -> None:
 
     store = F.feature_store(s)
     assert type(store._get_provider().batch_engine).__name__ == "LocalComputeEngine"
+    assert type(store._get_provider().offline_store).__name__ == "DuckDBOfflineStore"
     online = get_online_store_from_config(store.config.online_store)
     online.update(store.config, [], store.list_feature_views(), [], store.list_entities(), partial=False)
     for day in days:

@@ -1,0 +1,201 @@
+"""Feast's DuckDB offline store, reading only the snapshot days a query can reach; chosen by
+``offline_store: type:``.
+
+A snapshot source is a glob over every day's file, and Feast's point-in-time join states its time
+bounds only as join conditions (a snapshot at or before the payment, within the view's TTL):
+DuckDB opens and scans every day's snapshots for every query. A chunk of scoring or training then
+costs more with each day the lake keeps (about 0.07 s per day of history for 250k payments here),
+and a materialization of one day scans them all as well.
+
+This store is Feast's with one change: each query reads its sources through a filter on the rows
+it can use, which DuckDB applies before reading.
+
+* A point-in-time retrieval can only use rows with ``first - ttl <= event_timestamp <= last``
+  (``first`` and ``last``: the entity rows' earliest and latest timestamps; no lower bound for a
+  view without a TTL). A materialization or a pull uses those between its start and end.
+* The filter on ``event_timestamp`` is that bound. On a snapshot source it is joined by a filter
+  on the day of the partition folder (``dt``, which DuckDB reads from the path): DuckDB then skips
+  the other days' files without opening them. A day ``D``'s snapshot carries ``D+1 00:00 UTC``
+  (:func:`~include.mlops.features.contract.snapshot_timestamp`): the folders kept are those of
+  ``date(first) - 1`` to ``date(last)``, a day wider than the timestamps need.
+
+The join conditions still apply unchanged, so every query returns the rows it returns without the
+filter (tests compare both stores on the same lake). Feast imports this module by the class path in
+``feature_repo/feature_store*.yaml``; the pipeline never imports it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any, Literal
+
+from feast.infra.offline_stores import duckdb as feast_duckdb
+from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
+from feast.infra.offline_stores.ibis import (
+    get_historical_features_ibis,
+    pull_all_from_table_or_query_ibis,
+    pull_latest_from_table_or_query_ibis,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pandas as pd
+    from feast import FeatureView
+    from feast.data_source import DataSource
+    from feast.infra.offline_stores.offline_store import RetrievalJob
+    from feast.infra.registry.base_registry import BaseRegistry
+    from feast.repo_config import RepoConfig
+    from ibis.expr.types import Table
+
+_MODULE = "include.mlops.features.offline_store"
+
+PARTITION_COLUMN = "dt"
+"""The column DuckDB reads from a ``dt=YYYY-MM-DD`` folder of the path (hive partitioning)."""
+
+
+class WindowedDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
+    """Feast's DuckDB offline store settings, selecting :class:`WindowedDuckDBOfflineStore`."""
+
+    type: Literal["include.mlops.features.offline_store.WindowedDuckDBOfflineStore"] = (  # type: ignore[assignment]
+        f"{_MODULE}.WindowedDuckDBOfflineStore"
+    )
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """``value`` as an aware UTC datetime (a naive one is taken as UTC, as Feast does)."""
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+def window_reader(first: dt.datetime | None, last: dt.datetime | None) -> Callable[[DataSource, str], Table]:
+    """Feast's DuckDB source reader, keeping the rows with ``first <= event_timestamp <= last``
+    (either bound may be ``None``: unbounded) and, on a snapshot source, only the partition folders
+    of the days that can hold them."""
+    first = None if first is None else _utc(first)
+    last = None if last is None else _utc(last)
+
+    def read(source: DataSource, repo_path: str) -> Table:
+        table = feast_duckdb._read_data_source(source, repo_path)
+        stamp = table[source.timestamp_field]
+        keep = []
+        if first is not None:
+            keep.append(stamp >= first)
+        if last is not None:
+            keep.append(stamp <= last)
+        if source.tags.get("snapshot") and PARTITION_COLUMN in table.columns:
+            day = table[PARTITION_COLUMN]
+            if first is not None:
+                keep.append(day >= first.date() - dt.timedelta(days=1))
+            if last is not None:
+                keep.append(day <= last.date())
+        return table.filter(*keep) if keep else table
+
+    return read
+
+
+def entity_window(entity_df: pd.DataFrame, feature_views: list[FeatureView]) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The event timestamps a point-in-time join of ``entity_df`` can use: from its earliest
+    timestamp less the longest TTL (``None`` when a view has none) to its latest. ``(None, None)``
+    for an entity frame without rows."""
+    from feast.infra.offline_stores import offline_utils
+
+    import pandas as pd
+
+    column = offline_utils.infer_event_timestamp_from_entity_df(dict(zip(entity_df.columns, entity_df.dtypes)))
+    stamps = pd.to_datetime(entity_df[column], utc=True)
+    if stamps.empty or stamps.isna().all():
+        return None, None
+    last = stamps.max().to_pydatetime()
+    ttls = [view.ttl for view in feature_views]
+    if not ttls or any(not ttl for ttl in ttls):
+        return None, last
+    return stamps.min().to_pydatetime() - max(ttls), last
+
+
+class WindowedDuckDBOfflineStore(DuckDBOfflineStore):
+    """Feast's DuckDB offline store, each query reading only the rows its time bounds allow."""
+
+    @staticmethod
+    def get_historical_features(
+        config: RepoConfig,
+        feature_views: list[FeatureView],
+        feature_refs: list[str],
+        entity_df: pd.DataFrame | str,
+        registry: BaseRegistry,
+        project: str,
+        full_feature_names: bool = False,
+        filter_by_created_timestamp: bool = False,
+    ) -> RetrievalJob:
+        if isinstance(entity_df, str):  # a query: its timestamps are not known here
+            first, last = None, None
+        else:
+            first, last = entity_window(entity_df, feature_views)
+        feast_duckdb._validate_lance_feature_views(feature_views)
+        return get_historical_features_ibis(
+            config=config,
+            feature_views=feature_views,
+            feature_refs=feature_refs,
+            entity_df=entity_df,
+            registry=registry,
+            project=project,
+            full_feature_names=full_feature_names,
+            data_source_reader=window_reader(first, last),
+            data_source_writer=feast_duckdb._write_data_source,
+            staging_location=config.offline_store.staging_location,
+            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            filter_by_created_timestamp=filter_by_created_timestamp,
+        )
+
+    @staticmethod
+    def pull_latest_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None,
+        start_date: dt.datetime,
+        end_date: dt.datetime,
+    ) -> RetrievalJob:
+        return pull_latest_from_table_or_query_ibis(
+            data_source_reader=window_reader(start_date, end_date),
+            **_pull_arguments(config, data_source, join_key_columns, feature_name_columns, timestamp_field),
+            created_timestamp_column=created_timestamp_column,
+            start_date=start_date,
+            end_date=end_date,
+        )
+
+    @staticmethod
+    def pull_all_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None = None,
+        start_date: dt.datetime | None = None,
+        end_date: dt.datetime | None = None,
+    ) -> RetrievalJob:
+        return pull_all_from_table_or_query_ibis(
+            data_source_reader=window_reader(start_date, end_date),
+            **_pull_arguments(config, data_source, join_key_columns, feature_name_columns, timestamp_field),
+            created_timestamp_column=created_timestamp_column,
+            start_date=start_date,
+            end_date=end_date,
+        )
+
+
+def _pull_arguments(
+    config: RepoConfig, data_source: DataSource, keys: list[str], features: list[str], timestamp_field: str
+) -> dict[str, Any]:
+    """The arguments Feast's DuckDB store passes to both of its pulls, but the reader and the times."""
+    return {
+        "config": config,
+        "data_source": data_source,
+        "join_key_columns": keys,
+        "feature_name_columns": features,
+        "timestamp_field": timestamp_field,
+        "data_source_writer": feast_duckdb._write_data_source,
+        "staging_location": config.offline_store.staging_location,
+        "staging_location_endpoint_override": config.offline_store.staging_location_endpoint_override,
+    }
