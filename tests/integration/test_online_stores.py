@@ -49,8 +49,8 @@ OFFLINE = "include.mlops.features.offline_store.WindowedDuckDBOfflineStore"
 def stock_settings(home: Path, kind: str, **settings: str) -> Settings:
     """Settings whose Feast store is Feast's own ``kind`` online store written by Feast's own local
     engine from Feast's own DuckDB offline store: the project's yaml with only the ``type:`` of
-    ``online_store``, ``batch_engine`` and ``offline_store`` changed, in a folder of its own (the yaml only: nothing is applied from it, so the registry
-    stays the one the settings name)."""
+    ``online_store``, ``batch_engine`` and ``offline_store`` changed, in a folder of its own (the
+    yaml only: nothing is applied from it, so the registry stays the one the settings name)."""
     repo = home.parent / f"feast-{kind}-yaml"
     repo.mkdir(exist_ok=True)
     for name in ("feature_store.yaml", "feature_store.cluster.yaml"):

@@ -64,7 +64,7 @@ class WindowedDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
 
 def _utc(value: dt.datetime) -> dt.datetime:
     """``value`` as an aware UTC datetime (a naive one is taken as UTC, as Feast does)."""
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def window_reader(first: dt.datetime | None, last: dt.datetime | None) -> Callable[[DataSource, str], Table]:
@@ -93,15 +93,17 @@ def window_reader(first: dt.datetime | None, last: dt.datetime | None) -> Callab
     return read
 
 
-def entity_window(entity_df: pd.DataFrame, feature_views: list[FeatureView]) -> tuple[dt.datetime | None, dt.datetime | None]:
+def entity_window(
+    entity_df: pd.DataFrame, feature_views: list[FeatureView]
+) -> tuple[dt.datetime | None, dt.datetime | None]:
     """The event timestamps a point-in-time join of ``entity_df`` can use: from its earliest
     timestamp less the longest TTL (``None`` when a view has none) to its latest. ``(None, None)``
     for an entity frame without rows."""
+    import pandas as pd
     from feast.infra.offline_stores import offline_utils
 
-    import pandas as pd
-
-    column = offline_utils.infer_event_timestamp_from_entity_df(dict(zip(entity_df.columns, entity_df.dtypes)))
+    schema = dict(zip(entity_df.columns, entity_df.dtypes, strict=True))
+    column = offline_utils.infer_event_timestamp_from_entity_df(schema)
     stamps = pd.to_datetime(entity_df[column], utc=True)
     if stamps.empty or stamps.isna().all():
         return None, None
