@@ -77,6 +77,35 @@ def test_the_windowed_store_returns_feasts_rows_at_every_edge_of_the_window(mlop
         assert filled[case] > 0, case
 
 
+def memtable_views() -> list[str]:
+    """The in-memory tables ibis has registered with its default DuckDB connection."""
+    import ibis
+
+    views = ibis.get_backend().raw_sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    return [name for (name,) in views if "memtable" in name]
+
+
+def test_a_retrieval_lets_go_of_its_entity_rows_and_can_run_again(mlops_home: Path) -> None:
+    s = settings_for(mlops_home)
+    days = simulate_lake(s, 3)
+    build(s, days, materialize=False)
+    entity = payments_of(s, days[2], 200)
+    before = memtable_views()
+    for _ in range(3):
+        F.training_frame(entity, s)
+    assert memtable_views() == before  # ibis alone keeps each chunk's rows until the process exits
+
+    store = F.feature_store(s)
+    request = entity[[*F.ENTITY_KEYS, *F.REQUEST_FIELDS]]
+    job = store.get_historical_features(
+        entity_df=request, features=store.get_feature_service(F.FEATURE_SERVICE_NAME)
+    )
+    first = job.to_df()
+    assert memtable_views() == before
+    pd.testing.assert_frame_equal(job.to_df(), first)  # registered again for the second run
+    assert first["customer_txn_count_30d"].notna().sum() > 0
+
+
 def test_a_query_never_opens_the_days_outside_its_window(mlops_home: Path) -> None:
     ours = settings_for(mlops_home)
     days = simulate_lake(ours, 4)

@@ -49,8 +49,9 @@ OFFLINE = "include.mlops.features.offline_store.WindowedDuckDBOfflineStore"
 def stock_settings(home: Path, kind: str, **settings: str) -> Settings:
     """Settings whose Feast store is Feast's own ``kind`` online store written by Feast's own local
     engine from Feast's own DuckDB offline store: the project's yaml with only the ``type:`` of
-    ``online_store``, ``batch_engine`` and ``offline_store`` changed, in a folder of its own (the
-    yaml only: nothing is applied from it, so the registry stays the one the settings name)."""
+    ``online_store``, ``batch_engine`` and ``offline_store`` changed (and the latter's
+    ``memory_limit`` left out), in a folder of its own (the yaml only: nothing is applied from
+    it, so the registry stays the one the settings name)."""
     repo = home.parent / f"feast-{kind}-yaml"
     repo.mkdir(exist_ok=True)
     for name in ("feature_store.yaml", "feature_store.cluster.yaml"):
@@ -58,7 +59,9 @@ def stock_settings(home: Path, kind: str, **settings: str) -> Settings:
         text = text.replace(f"type: {BATCHED[kind]}", f"type: {kind}").replace(
             f"type: {ENGINE}", "type: local"
         )
-        (repo / name).write_text(text.replace(f"type: {OFFLINE}", "type: duckdb"))
+        lines = text.replace(f"type: {OFFLINE}", "type: duckdb").splitlines(keepends=True)
+        # Feast's DuckDB store has no memory limit of its own.
+        (repo / name).write_text("".join(line for line in lines if "memory_limit:" not in line))
     written = "".join(p.read_text() for p in repo.iterdir())
     assert BATCHED[kind] not in written and ENGINE not in written and OFFLINE not in written
     return settings_for(home, MLOPS_FEAST_REPO=str(repo), **settings)
