@@ -244,21 +244,21 @@ def materialize_floor(rows: int, day: dt.date, *args: str) -> dict:
         con.commit()
         con.close()
     out["rows"] = sum(table.num_rows for table in tables.values())
-    out["layout_seconds"] = _feast_layout_inserts(tables)
+    out["layout_seconds"] = _feast_layout_upserts(tables)
     return out
 
 
-def _feast_layout_inserts(
+def _feast_layout_upserts(
     tables: dict[str, Any], batch_entities: int = 10_000, per_statement: int = 50
 ) -> float:
-    """Seconds SQLite alone takes to write the snapshot rows in the layout Feast's online store
-    reads (one row per feature value under ``PRIMARY KEY (entity_key, feature_name)`` and the
-    ``entity_key`` index, a transaction per ``batch_entities`` entities), as plain multi-row
-    ``INSERT`` statements into the fresh tables. The rows are built before each batch is timed, so
-    only the writes count: the floor of any store stock Feast can read."""
-    import itertools
+    """Seconds SQLite alone takes to write the snapshot rows as the stage does, in the layout
+    Feast's online store reads: one row per feature value, keyed by Feast's serialized entity key,
+    under ``PRIMARY KEY (entity_key, feature_name)`` and the ``entity_key`` index, upserted by
+    multi-row statements, a transaction per ``batch_entities`` entities, over a table that already
+    holds the same keys (the day before's rows, as the world's online store does). The rows are
+    built, and the table filled, before the batches are timed: the floor of any store stock Feast
+    can read."""
     import sqlite3
-    import struct
     import tempfile
 
     seconds = 0.0
@@ -271,30 +271,61 @@ def _feast_layout_inserts(
                 "PRIMARY KEY(entity_key, feature_name))"
             )
             con.execute(f"CREATE INDEX {view}_ek ON {view} (entity_key)")
-            insert = (
+            upsert = (
                 f"INSERT INTO {view} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
-                "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * per_statement)
+                "VALUES {} ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+                "value_text = excluded.value_text, event_ts = excluded.event_ts, "
+                "created_ts = excluded.created_ts"
             )
-            key, *features = [n for n in table.column_names if n != "event_timestamp"]
-            for start in range(0, table.num_rows, batch_entities):
-                part = table.slice(start, batch_entities)
-                columns = [part.column(name).to_pylist() for name in features]
-                rows = [
-                    (str(k).encode(), name, struct.pack("<d", v) if isinstance(v, float) else str(v).encode(),
-                     str(v), 0, None)
-                    for i, k in enumerate(part.column(key).to_pylist())
-                    for name, v in zip(features, (c[i] for c in columns), strict=True)
-                ]  # fmt: skip
-                whole = len(rows) - len(rows) % per_statement
-                groups = [tuple(itertools.chain.from_iterable(rows[j : j + per_statement]))
-                          for j in range(0, whole, per_statement)]  # fmt: skip
+            many, one = (upsert.format(", ".join(["(?, ?, ?, ?, ?, ?)"] * n)) for n in (per_statement, 1))
+            with con:  # the day before's rows of the same keys
+                for groups, rest in _layout_batches(table, batch_entities, per_statement):
+                    con.executemany(many, groups)
+                    con.executemany(one, rest)
+            for groups, rest in _layout_batches(table, batch_entities, per_statement):
                 started = time.perf_counter()
                 with con:
-                    con.executemany(insert, groups)
-                    con.executemany(insert.split(" VALUES ")[0] + " VALUES (?, ?, ?, ?, ?, ?)", rows[whole:])
+                    con.executemany(many, groups)
+                    con.executemany(one, rest)
                 seconds += time.perf_counter() - started
         con.close()
     return seconds
+
+
+def _layout_batches(table: Any, batch_entities: int, per_statement: int) -> Iterator[tuple[list, list]]:
+    """The snapshot rows of ``table`` as Feast's SQLite store lays them out (Feast's serialized
+    entity key, feature name, value bytes and text, timestamps), ``batch_entities`` entities a
+    batch, built as they are asked for: the parameters of its ``per_statement``-row statements and
+    its last rows."""
+    import itertools
+    import struct
+
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    key, *features = [n for n in table.column_names if n != "event_timestamp"]
+    for start in range(0, table.num_rows, batch_entities):
+        part = table.slice(start, batch_entities)
+        columns = [part.column(name).to_pylist() for name in features]
+        keys = [
+            serialize_entity_key(
+                EntityKey(join_keys=[key], entity_values=[Value(string_val=str(k))]),
+                entity_key_serialization_version=3,
+            )
+            for k in part.column(key).to_pylist()
+        ]
+        rows = [
+            (k, name, struct.pack("<d", v) if isinstance(v, float) else str(v).encode(), str(v), 1, None)
+            for i, k in enumerate(keys)
+            for name, v in zip(features, (c[i] for c in columns), strict=True)
+        ]
+        whole = len(rows) - len(rows) % per_statement
+        groups = [
+            tuple(itertools.chain.from_iterable(rows[j : j + per_statement]))
+            for j in range(0, whole, per_statement)
+        ]
+        yield groups, rows[whole:]
 
 
 def training(rows: int, day: dt.date, *args: str) -> dict:
