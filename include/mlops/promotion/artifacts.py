@@ -14,8 +14,10 @@ model returns probabilities it would take for labels, and computes its own metri
 here are of the very scores and metrics the gate decided on.
 
 Every file has a fixed name and is overwritten: a retried task logs the same files again.
-Figures are matplotlib ``Figure`` objects, never pyplot's global state (promotions may run in
-threads side by side). matplotlib, numpy and scikit-learn are imported inside the functions.
+Figures are matplotlib ``Figure`` objects, never pyplot's global state, built and drawn under
+:func:`~include.mlops.core.figures.drawing` (promotions may run in threads side by side, and
+matplotlib's text layout is not thread-safe). matplotlib, numpy and scikit-learn are imported
+inside the functions.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from include.mlops import registry
+from include.mlops.core.figures import drawing, new_figure
 from include.mlops.promotion.slices import SLICE_FAIL, SLICE_NOT_COMPARED, SLICE_PASS, SLICE_TOO_SMALL
 
 if TYPE_CHECKING:
@@ -39,14 +42,6 @@ EVALUATION_FOLDER = "evaluation"
 
 CURVE_POINTS = 2000
 """Points drawn per curve at most (a curve of a million distinct scores is drawn from a sample)."""
-
-
-def _figure(width: float = 6, height: float = 5) -> tuple[Any, Any]:
-    """A new figure and its axes, outside pyplot (no display, no global state)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    return fig, fig.subplots()
 
 
 def _thin(*arrays: np.ndarray) -> list[np.ndarray]:
@@ -76,8 +71,8 @@ def curve_figures(evaluation: Evaluation) -> dict[str, Any]:
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
     y = evaluation.labels
-    pr, pr_ax = _figure()
-    roc, roc_ax = _figure()
+    pr, pr_ax = new_figure()
+    roc, roc_ax = new_figure()
     for label, scores in _models(evaluation):
         s = np.nan_to_num(np.asarray(scores, dtype=np.float64))
         precision, recall, _ = precision_recall_curve(y, s)
@@ -99,7 +94,7 @@ def calibration_figure(evaluation: Evaluation) -> Any:
     import numpy as np
     from sklearn.calibration import calibration_curve
 
-    fig, ax = _figure()
+    fig, ax = new_figure()
     y = evaluation.labels
     for label, scores in _models(evaluation):
         s = np.clip(np.nan_to_num(np.asarray(scores, dtype=np.float64)), 0.0, 1.0)
@@ -118,7 +113,7 @@ def bootstrap_figure(decision: Decision) -> Any | None:
     boot = decision.comparison.get("bootstrap")
     if not draws or not boot:
         return None
-    fig, ax = _figure(6, 4)
+    fig, ax = new_figure(6, 4)
     ax.hist(draws, bins=40, color="tab:blue", alpha=0.7)
     low, high = boot["delta_pr_auc_interval"]
     for x, style, label in (
@@ -165,13 +160,14 @@ def log_gate_artifacts(
     client: Any, run_id: str, evaluation: Evaluation, decision: Decision, summary: str
 ) -> None:
     """Log the plots, the tables and the reviewer's summary of ``decision`` on the run ``run_id``."""
-    figures = {**curve_figures(evaluation), "calibration.png": calibration_figure(evaluation)}
-    boot = bootstrap_figure(decision)
-    if boot is not None:
-        figures["bootstrap.png"] = boot
-    for name, figure in figures.items():
-        figure.tight_layout()
-        client.log_figure(run_id, figure, f"{EVALUATION_FOLDER}/{name}")
+    with drawing():
+        figures = {**curve_figures(evaluation), "calibration.png": calibration_figure(evaluation)}
+        boot = bootstrap_figure(decision)
+        if boot is not None:
+            figures["bootstrap.png"] = boot
+        for name, figure in figures.items():
+            figure.tight_layout()
+            client.log_figure(run_id, figure, f"{EVALUATION_FOLDER}/{name}")
     client.log_dict(run_id, slices_table(decision), f"{EVALUATION_FOLDER}/slices.json")
     client.log_dict(run_id, fairness_table(decision), f"{EVALUATION_FOLDER}/fairness.json")
     client.log_text(run_id, summary, f"{EVALUATION_FOLDER}/summary.md")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.mlops import features, registry
+from include.mlops.core.figures import drawing, new_figure
 from include.mlops.core.settings import resolve_settings
 from include.mlops.training.evaluation import draw_reference_sample
 from include.mlops.training.lineage import input_datasets
@@ -171,7 +172,6 @@ FEATURE_IMPORTANCE_ARTIFACT = "evaluation/feature_importance"
 def _log_feature_importance(booster: Any, columns: tuple[str, ...]) -> None:
     """The booster's total gain per feature, as a table and a bar chart of the top 20."""
     import mlflow
-    from matplotlib.figure import Figure  # not pyplot: no display, no global state
 
     gain = booster.get_score(importance_type="total_gain")
     rows = sorted(((c, float(gain.get(c, 0.0))) for c in columns), key=lambda r: -r[1])
@@ -182,13 +182,13 @@ def _log_feature_importance(booster: Any, columns: tuple[str, ...]) -> None:
         artifact_file=f"{FEATURE_IMPORTANCE_ARTIFACT}.json",
     )  # fmt: skip
     top = rows[:20][::-1]
-    fig = Figure(figsize=(7, 6))
-    ax = fig.subplots()
-    ax.barh([c for c, _ in top], [g / total for _, g in top])
-    ax.set_xlabel("share of total gain")
-    ax.set_title("Feature importance (XGBoost total gain)")
-    fig.tight_layout()
-    mlflow.log_figure(fig, f"{FEATURE_IMPORTANCE_ARTIFACT}.png")
+    with drawing():
+        fig, ax = new_figure(7, 6)
+        ax.barh([c for c, _ in top], [g / total for _, g in top])
+        ax.set_xlabel("share of total gain")
+        ax.set_title("Feature importance (XGBoost total gain)")
+        fig.tight_layout()
+        mlflow.log_figure(fig, f"{FEATURE_IMPORTANCE_ARTIFACT}.png")
 
 
 def _log_reference(reference: pd.DataFrame, folder: str) -> None:
