@@ -4,6 +4,7 @@ its lineage, and :func:`train`, the entrypoint both training backends run (``pyt
 One module per step of :func:`train`, in the order it runs them:
 
 * :mod:`.window`: which days a run uses (:class:`Window`), and whether the lake holds them;
+* :mod:`.labels`: each payment with its latest label report, a day at a time (:class:`LabelledDay`);
 * :mod:`.dataset`: labelled rows, down-sampled and weighted, with their point-in-time features
   (:class:`TrainingSet`); :func:`oot_frame` rebuilds the OOT rows for promotion;
 * :mod:`.stream`: those features read chunk by chunk into float32 matrices (:class:`FeatureRows`)
@@ -36,6 +37,13 @@ from include.mlops.training.evaluation import (
     evaluate,
     operating_threshold,
     reference_positions,
+)
+from include.mlops.training.labels import (
+    LabelledDay,
+    LabelReports,
+    labelled_days,
+    latest_labels,
+    read_partition,
 )
 from include.mlops.training.lineage import (
     SCHEMA_SAMPLE_ROWS,
@@ -105,6 +113,8 @@ __all__ = [
     "Evaluation",
     "FeatureRows",
     "FitResult",
+    "LabelReports",
+    "LabelledDay",
     "LabelledDays",
     "Lineage",
     "Registered",
@@ -129,7 +139,9 @@ __all__ = [
     "fit_xgboost",
     "frame_with_features",
     "input_datasets",
+    "labelled_days",
     "lake_dataset",
+    "latest_labels",
     "log_and_register",
     "mapped_rows",
     "oot_frame",
@@ -141,6 +153,7 @@ __all__ = [
     "quantile_matrix",
     "read_features",
     "read_oot_days",
+    "read_partition",
     "read_training_days",
     "record_lineage",
     "reference_positions",

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from include.mlops import features, lake
 from include.mlops.core.policies import TrainingSettings
-from include.mlops.core.schema import LABEL, LABELS, MAX_LABEL_DELAY_DAYS, TRANSACTIONS
+from include.mlops.core.schema import LABEL, MAX_LABEL_DELAY_DAYS
 from include.mlops.core.settings import resolve_settings
 from include.mlops.training.evaluation import reference_positions
-from include.mlops.training.lineage import partition_fingerprint
+from include.mlops.training.labels import LabelledDay, labelled_days
 from include.mlops.training.stream import (
     FeatureRows,
     frame_with_features,
@@ -41,11 +41,9 @@ from include.mlops.training.stream import (
     release_arrow_memory,
     spill_rows,
 )
-from include.mlops.training.window import TrainingDataError, day_range, partition_files
+from include.mlops.training.window import TrainingDataError, day_range
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -59,8 +57,6 @@ logger = logging.getLogger(__name__)
 WEIGHT = "sample_weight"
 """The column of a training row's sample weight (1 for a fraud, 1 / keep rate for a kept negative)."""
 
-_LABEL_COLUMNS = ["transaction_id", LABEL, "reported_at"]
-
 
 def stable_uniform(ids: pa.ChunkedArray | pa.Array, seed: int) -> np.ndarray:
     """A number in [0, 1) per id, fixed by the id and the seed only (not by the row order).
@@ -71,29 +67,11 @@ def stable_uniform(ids: pa.ChunkedArray | pa.Array, seed: int) -> np.ndarray:
     import pandas as pd
 
     key = hashlib.sha256(f"mlops-sample-{seed}".encode()).hexdigest()[:16]
-    hashed = pd.util.hash_pandas_object(
-        pd.Series(ids.to_pandas()), index=False, hash_key=key, categorize=False
-    ).to_numpy()
+    # pandas' SipHash of each id's UTF-8 bytes. ``to_numpy`` makes the Python strings it needs;
+    # ``to_pandas`` would make the same strings ten times slower (it de-duplicates them first).
+    hashed = pd.util.hash_array(ids.to_numpy(zero_copy_only=False), hash_key=key, categorize=False)
     # The top 53 bits of the 64-bit hash: every double in [0, 1) they can make is exact.
     return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-def _read_partition(
-    base: lake.Location, dataset: str, day: dt.date, columns: list[str] | None = None
-) -> tuple[pa.Table, list[dict]]:
-    """A lake partition as one table, with the fingerprint of each file (each file is read once)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tables, prints = [], []
-    for loc in partition_files(base, dataset, day):
-        data = lake.read_bytes(loc)
-        table = pq.read_table(pa.BufferReader(data), columns=columns)
-        tables.append(table)
-        prints.append(partition_fingerprint(dataset, day, loc, data, table.num_rows))
-    if not tables:
-        raise TrainingDataError(f"no {dataset} partition for {day} under {base.join(dataset).url}")
-    return (pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]), prints
 
 
 @dataclass(frozen=True)
@@ -105,107 +83,8 @@ class LabelledDays:
     stats: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class _LabelledDay:
-    """One day's payments with their label, the files read for it and its duplicate labels."""
-
-    day: dt.date
-    table: pa.Table
-    fingerprints: list[dict]
-    duplicate_labels: int
-
-
-class _LabelReports:
-    """The labels partitions that can concern one day's payments, read while the days move forward.
-
-    Labels of day ``D``'s payments are in the partitions ``D .. D+5`` (capped at ``labels_until``).
-    Consecutive days share five of them, so they stay cached and each file is read once.
-    """
-
-    def __init__(self, base: lake.Location, labels_until: dt.date) -> None:
-        self.base = base
-        self.labels_until = labels_until
-        self.cache: dict[dt.date, pa.Table] = {}
-        self.seen: set[str] = set()
-
-    def for_payments_of(self, day: dt.date) -> tuple[pa.Table, list[dict]]:
-        """The label reports of the partitions of ``day .. day+5``, and the files read for the first time."""
-        import pyarrow as pa
-
-        last = min(day + dt.timedelta(days=MAX_LABEL_DELAY_DAYS), self.labels_until)
-        wanted = day_range(day, last)
-        for old in [d for d in self.cache if d not in wanted]:
-            del self.cache[old]
-        prints: list[dict] = []
-        for d in wanted:
-            if d not in self.cache and partition_files(self.base, LABELS.name, d):
-                table, label_prints = _read_partition(self.base, LABELS.name, d, _LABEL_COLUMNS)
-                self.cache[d] = pa.table(
-                    {
-                        "transaction_id": table.column("transaction_id").cast(pa.string()),
-                        LABEL: table.column(LABEL).cast(pa.int8()),
-                        "reported_at": table.column("reported_at"),
-                    }
-                )
-                prints += [p for p in label_prints if p["url"] not in self.seen]
-                self.seen.update(p["url"] for p in label_prints)
-        present = [self.cache[d] for d in wanted if d in self.cache]
-        if present:
-            return pa.concat_tables(present, promote_options="permissive"), prints
-        none = pa.table({"transaction_id": pa.array([], pa.string()), LABEL: pa.array([], pa.int8())})
-        return none, prints
-
-
-def _latest_labels(ids: pa.ChunkedArray, reports: pa.Table) -> tuple[pa.ChunkedArray, int]:
-    """The label of each payment of ``ids`` (null when none), from its latest report; and how many
-    payments were reported more than once."""
-    import pyarrow.compute as pc
-
-    reports = reports.filter(pc.is_in(reports.column("transaction_id"), value_set=ids))
-    position = pc.index_in(ids, value_set=reports.column("transaction_id"))
-    # Every report left concerns one of the day's payments: more reports than labelled payments
-    # means some payment was reported twice (e.g. settled, then charged back).
-    duplicates = reports.num_rows - (len(position) - position.null_count)
-    if duplicates:
-        # The latest report wins: index_in takes the first occurrence, so put those first.
-        reports = reports.sort_by([("reported_at", "descending")])
-        position = pc.index_in(ids, value_set=reports.column("transaction_id"))
-    return pc.take(reports.column(LABEL), position), int(duplicates)
-
-
-def _labelled_days(base: lake.Location, days: list[dt.date], labels_until: dt.date) -> Iterator[_LabelledDay]:
-    """For each day: its payments with their label (Arrow), the files read, and duplicate labels.
-
-    Everything stays in Arrow (a 1M-row day costs about a second). Raises
-    :class:`TrainingDataError` listing the payments without a label, once every day was read.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    reports = _LabelReports(base, labels_until)
-    unlabelled: list[tuple[dt.date, int, list[str]]] = []
-    for day in days:
-        payments, prints = _read_partition(base, TRANSACTIONS.name, day)
-        day_reports, label_prints = reports.for_payments_of(day)
-        ids = payments.column("transaction_id")
-        label, duplicates = _latest_labels(ids, day_reports)
-        if label.null_count:
-            examples = ids.filter(pc.is_null(label)).slice(0, 3).to_pylist()
-            unlabelled.append((day, label.null_count, examples))
-            continue
-        table = payments.append_column(LABEL, label.cast(pa.int8()))
-        yield _LabelledDay(day, table, prints + label_prints, duplicates)
-    if unlabelled:
-        detail = "; ".join(f"{d}: {n} payments (e.g. {', '.join(map(str, ex))})" for d, n, ex in unlabelled)
-        raise TrainingDataError(
-            f"payments without a label in the labels partitions up to {labels_until} under "
-            f"{base.join(LABELS.name).url}: {detail}. Every payment of a fully labelled day must be "
-            f"labelled within {MAX_LABEL_DELAY_DAYS} days: check the labels feed before training."
-        )
-
-
 def _down_sample(
-    labelled: _LabelledDay, negatives_per_positive: int, rows_cap: float, seed: int
+    labelled: LabelledDay, negatives_per_positive: int, rows_cap: float, seed: int
 ) -> tuple[pa.Table, dict[str, Any]]:
     """One training day with every fraud and a weighted sample of its negatives; the day's stats."""
     import numpy as np
@@ -259,7 +138,7 @@ def _training_table(
     per_day_cap = max_rows / max(len(days), 1)
     parts, prints, per_day = [], [], []
     duplicates = total = negatives_total = 0
-    for labelled in _labelled_days(base, days, labels_until):
+    for labelled in labelled_days(base, days, labels_until):
         kept, day_stats = _down_sample(labelled, negatives_per_positive, per_day_cap, seed)
         parts.append(kept)
         prints += labelled.fingerprints
@@ -306,7 +185,7 @@ def _oot_table(
     per_day_cap = max(1, max_rows // max(len(days), 1))
     parts, prints, per_day = [], [], []
     duplicates = total = 0
-    for labelled in _labelled_days(base, days, labels_until):
+    for labelled in labelled_days(base, days, labels_until):
         table = labelled.table
         rows = table.num_rows
         share = min(1.0, per_day_cap / max(rows, 1))

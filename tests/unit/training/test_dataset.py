@@ -88,6 +88,14 @@ def test_stable_uniform_depends_on_the_id_and_the_seed_not_on_the_row_order() ->
     assert not np.array_equal(stable_uniform(pa.array(ids), 8), draw), "another seed, another draw"
 
 
+def test_stable_uniform_is_pinned_so_reruns_across_releases_sample_the_same_rows() -> None:
+    # pandas' SipHash of the UTF-8 bytes under the seed's key: these values were drawn before the
+    # ids were converted with ``to_numpy`` instead of ``to_pandas``, and must never move.
+    ids = pa.chunked_array([["t20260206-0000001", "t20260206-0000002"], ["pay-é-ü-€", ""]])
+    expected = [0.9325187186422403, 0.7423538682686479, 0.5527400722935646, 0.5874662180982286]
+    assert stable_uniform(ids, 7).tolist() == expected
+
+
 def test_a_payment_reported_twice_keeps_its_latest_label(tiny_settings: Settings) -> None:
     _write_day(tiny_settings, DAY)
     # A legitimate payment settled on 03-02 is charged back on 03-04.
