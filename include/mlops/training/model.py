@@ -156,6 +156,9 @@ def fit_boosting(
     params = xgb_params(device, seed, rounds=rounds, threads=threads)
     # The scikit-learn wrapper's names are also the native parameters' aliases; these two are its own.
     native = {k: v for k, v in params.items() if k not in ("n_estimators", "early_stopping_rounds")}
+    # Early stopping watches the log-loss (the last metric) alone: the validation PR-AUC, a sort of
+    # the validation rows, is computed once at the best round below instead of after every round.
+    native["eval_metric"] = ["logloss"]
     history: dict[str, dict[str, list[float]]] = {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ff]alling back.*")
@@ -174,15 +177,25 @@ def fit_boosting(
     best = int(booster.best_iteration)
     # Keep only the trees up to the best round, so that every consumer scores the same model.
     booster = booster[: best + 1]
+    aucpr = _validation_aucpr(booster, watched)
     booster.set_param({"device": "cpu"})
     report = BoostingReport(
         device=used,
         best_iteration=best,
-        validation_aucpr=float(history["validation"]["aucpr"][best]),
+        validation_aucpr=aucpr,
         validation_logloss=float(history["validation"]["logloss"][best]),
         params={k: v for k, v in params.items() if k != "eval_metric"},
     )
     return booster, report
+
+
+def _validation_aucpr(booster: Any, watched: Any) -> float:
+    """XGBoost's ``aucpr`` of ``booster`` (cut at its best round) on the validation matrix: the
+    value the same metric watched at every round reports for that round."""
+    booster.set_param({"eval_metric": "aucpr"})  # added to the booster's log-loss
+    text = booster.eval(watched, "validation")  # "[0]\tvalidation-logloss:...\tvalidation-aucpr:..."
+    scores = dict(item.split(":", 1) for item in text.split("\t")[1:])
+    return float(scores["validation-aucpr"])
 
 
 def fit_xgboost(

@@ -104,6 +104,8 @@ def test_the_streamed_booster_is_the_one_the_scikit_learn_wrapper_fits_on_float6
     assert report.best_iteration == model.best_iteration
     history = model.evals_result()["validation_0"]
     assert report.validation_logloss == history["logloss"][model.best_iteration]
+    # Watched once at the best round, not after every round: the same PR-AUC the wrapper logged.
+    assert report.validation_aucpr == history["aucpr"][model.best_iteration]
     assert np.array_equal(streamed.inplace_predict(x_val), in_memory.inplace_predict(x_val))
     assert streamed.feature_names == list(COLUMNS) and streamed.feature_types == in_memory.feature_types
     assert model.best_iteration + EARLY_STOPPING_ROUNDS + 1 == model.get_booster().num_boosted_rounds()
