@@ -38,13 +38,7 @@ from include.mlops.training.evaluation import (
     operating_threshold,
     reference_positions,
 )
-from include.mlops.training.labels import (
-    LabelledDay,
-    LabelReports,
-    labelled_days,
-    latest_labels,
-    read_partition,
-)
+from include.mlops.training.labels import LabelledDay, labelled_days, latest_labels
 from include.mlops.training.lineage import (
     SCHEMA_SAMPLE_ROWS,
     Lineage,
@@ -113,7 +107,6 @@ __all__ = [
     "Evaluation",
     "FeatureRows",
     "FitResult",
-    "LabelReports",
     "LabelledDay",
     "LabelledDays",
     "Lineage",
@@ -153,7 +146,6 @@ __all__ = [
     "quantile_matrix",
     "read_features",
     "read_oot_days",
-    "read_partition",
     "read_training_days",
     "record_lineage",
     "reference_positions",

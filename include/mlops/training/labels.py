@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 _LABEL_COLUMNS = ["transaction_id", LABEL, "reported_at"]
 
 
-def read_partition(
+def _read_partition(
     base: lake.Location, dataset: str, day: dt.date, columns: list[str] | None = None
 ) -> tuple[pa.Table, list[dict]]:
     """A lake partition as one table, with the fingerprint of each file (each file is read once)."""
@@ -53,7 +53,7 @@ class LabelledDay:
     duplicate_labels: int
 
 
-class LabelReports:
+class _LabelReports:
     """The labels partitions that can concern one day's payments, read while the days move forward.
 
     Labels of day ``D``'s payments are in the partitions ``D .. D+5`` (capped at ``labels_until``).
@@ -77,7 +77,7 @@ class LabelReports:
         prints: list[dict] = []
         for d in wanted:
             if d not in self.cache and partition_files(self.base, LABELS.name, d):
-                table, label_prints = read_partition(self.base, LABELS.name, d, _LABEL_COLUMNS)
+                table, label_prints = _read_partition(self.base, LABELS.name, d, _LABEL_COLUMNS)
                 self.cache[d] = pa.table(
                     {
                         "transaction_id": table.column("transaction_id").cast(pa.string()),
@@ -140,10 +140,10 @@ def labelled_days(base: lake.Location, days: list[dt.date], labels_until: dt.dat
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    reports = LabelReports(base, labels_until)
+    reports = _LabelReports(base, labels_until)
     unlabelled: list[tuple[dt.date, int, list[str]]] = []
     for day in days:
-        payments, prints = read_partition(base, TRANSACTIONS.name, day)
+        payments, prints = _read_partition(base, TRANSACTIONS.name, day)
         day_reports, label_prints = reports.for_payments_of(day)
         ids = payments.column("transaction_id")
         label, duplicates = latest_labels(ids, day_reports)
