@@ -1,5 +1,6 @@
 """The windowed offline store over a real lake: Feast's own DuckDB store returns the same rows at
-every edge of the window, and a query never opens the days outside it.
+every edge of the window (the store joins by ``ASOF JOIN``, :mod:`include.mlops.features.asof`),
+and a query never opens the days outside it.
 
 The stock store is built from a copy of the project's yaml whose ``offline_store: type:`` is
 Feast's ``duckdb`` (:func:`stock_settings`, which also makes the online store and the engine
@@ -64,6 +65,8 @@ def test_the_windowed_store_returns_feasts_rows_at_every_edge_of_the_window(mlop
         "just past the TTL": at_time(sample, last_snapshot + F.SNAPSHOT_TTL + MICROSECOND),
         "naive timestamps, read as UTC": at_time(sample, at(days[3], 12).replace(tzinfo=None)),
         "no rows": sample.iloc[:0],
+        "payments repeated": pd.concat([sample.head(50), sample.head(50)], ignore_index=True),
+        "a customer and a merchant never seen": sample.head(20).assign(customer_id="c?", merchant_id="m?"),
     }
     filled = {}
     for case, entity in cases.items():
@@ -86,6 +89,8 @@ def memtable_views() -> list[str]:
 
 
 def test_a_retrieval_lets_go_of_its_entity_rows_and_can_run_again(mlops_home: Path) -> None:
+    import ibis
+
     s = settings_for(mlops_home)
     days = simulate_lake(s, 3)
     build(s, days, materialize=False)
@@ -100,6 +105,7 @@ def test_a_retrieval_lets_go_of_its_entity_rows_and_can_run_again(mlops_home: Pa
     job = store.get_historical_features(
         entity_df=request, features=store.get_feature_service(F.FEATURE_SERVICE_NAME)
     )
+    assert "ASOF LEFT JOIN" in ibis.to_sql(job.table)  # the store's own join (features.asof)
     first = job.to_df()
     assert memtable_views() == before
     pd.testing.assert_frame_equal(job.to_df(), first)  # registered again for the second run

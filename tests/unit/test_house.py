@@ -136,7 +136,7 @@ STAGE_MODULES = [
     if path.name != "__init__.py"
 ]
 
-FEAST_PLUGINS = {"online_stores.py", "arrow_write.py", "offline_store.py"}
+FEAST_PLUGINS = {"online_stores.py", "arrow_write.py", "offline_store.py", "asof.py"}
 """Modules Feast imports by the class path in ``feature_repo/feature_store*.yaml``: their public
 names (a store or an engine and its config class, and their helpers) are Feast's interface, not the
 package's, and they import Feast."""

@@ -18,7 +18,9 @@ snapshots of ``D`` (end of day) in the lake -> Feast's offline store reads them 
   :func:`features_in_chunks`) and :func:`online_features`;
 * :mod:`.online_stores`: Feast's SQLite and Redis online stores with batched writes, named by
   ``online_store: type:`` in ``feature_repo/feature_store*.yaml`` (Feast imports it; the pipeline
-  never does, so its names are not listed here).
+  never does, so its names are not listed here);
+* :mod:`.offline_store`: Feast's DuckDB offline store reading only the days a query can reach, its
+  point-in-time join an ``ASOF JOIN`` (:mod:`.asof`); named by ``offline_store: type:``, likewise.
 
 Only numpy and pyarrow are imported with the package: DuckDB, pandas and Feast inside the functions.
 """

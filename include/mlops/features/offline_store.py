@@ -43,6 +43,8 @@ from feast.infra.offline_stores import duckdb as feast_duckdb
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
 from feast.infra.offline_stores.ibis import (
     IbisRetrievalJob,
+    _get_entity_df_event_timestamp_range,
+    _to_utc,
     get_historical_features_ibis,
     pull_all_from_table_or_query_ibis,
     pull_latest_from_table_or_query_ibis,
@@ -59,6 +61,8 @@ if TYPE_CHECKING:
     from feast.infra.registry.base_registry import BaseRegistry
     from feast.repo_config import RepoConfig
     from ibis.expr.types import Table
+
+from include.mlops.features import asof
 
 _MODULE = "include.mlops.features.offline_store"
 
@@ -172,6 +176,13 @@ class WindowedDuckDBOfflineStore(DuckDBOfflineStore):
         else:
             first, last = entity_window(entity_df, feature_views)
         feast_duckdb._validate_lance_feature_views(feature_views)
+        reader = window_reader(first, last)
+        if not isinstance(entity_df, str):
+            tables = asof.feature_tables(config, feature_views, feature_refs, full_feature_names, reader)
+            if asof.asof_applies(tables, list(entity_df.columns), filter_by_created_timestamp):
+                return _asof_job(
+                    config, tables, feature_refs, entity_df, registry, project, full_feature_names
+                )
         job = get_historical_features_ibis(
             config=config,
             feature_views=feature_views,
@@ -180,7 +191,7 @@ class WindowedDuckDBOfflineStore(DuckDBOfflineStore):
             registry=registry,
             project=project,
             full_feature_names=full_feature_names,
-            data_source_reader=window_reader(first, last),
+            data_source_reader=reader,
             data_source_writer=feast_duckdb._write_data_source,
             staging_location=config.offline_store.staging_location,
             staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
@@ -236,6 +247,47 @@ class WindowedDuckDBOfflineStore(DuckDBOfflineStore):
             start_date=start_date,
             end_date=end_date,
         )
+
+
+def _asof_job(
+    config: RepoConfig,
+    tables: list[asof.FeatureTable],
+    feature_refs: list[str],
+    entity_df: pd.DataFrame,
+    registry: BaseRegistry,
+    project: str,
+    full_feature_names: bool,
+) -> RetrievalJob:
+    """The retrieval job Feast's ``get_historical_features_ibis`` builds, its join by
+    :func:`~include.mlops.features.asof.asof_join`."""
+    from feast.infra.offline_stores import offline_utils
+    from feast.infra.offline_stores.offline_store import RetrievalMetadata
+    from feast.on_demand_feature_view import OnDemandFeatureView
+
+    schema = dict(zip(entity_df.columns, entity_df.dtypes, strict=True))
+    stamp = offline_utils.infer_event_timestamp_from_entity_df(entity_schema=schema)
+    first, last = _get_entity_df_event_timestamp_range(entity_df, stamp)
+    entity_df = _to_utc(entity_df, stamp)
+    result = asof.asof_join(entity_df, tables, stamp)
+    odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
+    for odfv in [fv for fv in odfvs if fv.mode == "substrait"]:
+        result = odfv.transform_ibis(result, full_feature_names)
+    metadata = RetrievalMetadata(
+        features=feature_refs,
+        keys=list(set(entity_df.columns) - {stamp}),
+        min_event_timestamp=first,
+        max_event_timestamp=last,
+    )
+    return ReleasingRetrievalJob(
+        result,
+        [fv for fv in odfvs if fv.mode != "substrait"],
+        full_feature_names,
+        metadata,
+        feast_duckdb._write_data_source,
+        config.offline_store.staging_location,
+        config.offline_store.staging_location_endpoint_override,
+        str(config.repo_path),
+    )
 
 
 def _pull_arguments(
