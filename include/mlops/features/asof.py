@@ -12,9 +12,10 @@ earlier one, and Feast finds none either.
 The two are the same join only where Feast's has no other way to choose between snapshots.
 :func:`asof_applies` says when: no view with a created-timestamp column (Feast breaks ties between
 snapshots of one instant by it), ``filter_by_created_timestamp`` off, and no feature named like an
-entity column or another view's feature (Feast's join renames or drops those). Elsewhere, the
-store runs Feast's join. Between two snapshots of the same keys and instant, both joins keep
-either one. Tests compare the two stores' rows on the same lake, edges of the TTL included.
+entity column or another view's feature (Feast's join renames or drops those), nor like the
+join's own columns. Elsewhere, the store runs Feast's join. Between two snapshots of the same keys
+and instant, both joins keep either one. Tests compare the two stores' rows on the same lake, edges
+of the TTL included.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ if TYPE_CHECKING:
     from feast.repo_config import RepoConfig
     from ibis.expr.types import Table
 
-_POSITION = "__asof_position"
+_PRIVATE = "__asof_"
+"""The prefix of the columns the join adds for itself (keys, timestamps, positions)."""
+
+_POSITION = f"{_PRIVATE}position"
 """The column that carries each entity row's position through the joins."""
 
 FeatureTable = tuple[Any, str, "str | None", dict[str, str], list[str], "dt.timedelta | None"]
@@ -80,6 +84,8 @@ def asof_applies(
     if filter_by_created_timestamp or any(created for _, _, created, _, _, _ in tables):
         return False
     features = [ref for *_, refs, _ in tables for ref in refs]
+    if any(name.startswith(_PRIVATE) for name in (*entity_columns, *features)):
+        return False  # a name of the join's own columns
     return len(set(features)) == len(features) and not set(features) & set(entity_columns)
 
 
@@ -96,8 +102,8 @@ def asof_join(entity_df: pd.DataFrame, tables: list[FeatureTable], event_timesta
     acc = ibis.memtable(entity_df.assign(**{_POSITION: np.arange(len(entity_df), dtype=np.int64)}))
     added: list[str] = []
     for i, (table, stamp, _, join_keys, refs, ttl) in enumerate(tables):
-        at = f"__asof_ts_{i}"
-        keys = {f"__asof_key_{i}_{j}": pair for j, pair in enumerate(join_keys.items())}
+        at = f"{_PRIVATE}ts_{i}"
+        keys = {f"{_PRIVATE}key_{i}_{j}": pair for j, pair in enumerate(join_keys.items())}
         right = table.select(
             **{name: table[column] for name, (column, _) in keys.items()},
             **{at: table[stamp]},

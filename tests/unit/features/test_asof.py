@@ -110,6 +110,7 @@ def one_table(created: str | None = None, refs: tuple[str, ...] = ("spend",)) ->
         ("the created-timestamp filter", [one_table()], True, False),
         ("a feature in two views", [one_table(), one_table()], False, False),
         ("a feature named like an entity column", [one_table(refs=("amount",))], False, False),
+        ("a feature named like the join's own columns", [one_table(refs=("__asof_ts_0",))], False, False),
     ],
 )
 def test_the_asof_join_is_used_only_where_it_is_feasts(
