@@ -7,8 +7,8 @@ DuckDB opens and scans every day's snapshots for every query. A chunk of scoring
 costs more with each day the lake keeps (about 0.07 s per day of history for 250k payments here),
 and a materialization of one day scans them all as well.
 
-This store is Feast's with one change: each query reads its sources through a filter on the rows
-it can use, which DuckDB applies before reading.
+This store is Feast's with two changes. First, each query reads its sources through a filter on
+the rows it can use, which DuckDB applies before reading.
 
 * A point-in-time retrieval can only use rows with ``first - ttl <= event_timestamp <= last``
   (``first`` and ``last``: the entity rows' earliest and latest timestamps; no lower bound for a
@@ -21,6 +21,10 @@ it can use, which DuckDB applies before reading.
 
 The join conditions still apply unchanged, so every query returns the rows it returns without the
 filter (tests compare both stores on the same lake).
+
+A second change: the point-in-time join is DuckDB's ``ASOF JOIN`` (:mod:`.asof`), which finds each
+payment's latest snapshot without Feast's window sort of every earlier one, wherever it returns
+Feast's rows (:func:`~include.mlops.features.asof.asof_applies`); Feast's join elsewhere.
 
 Two more things keep a task's memory bounded whatever the day's size:
 
@@ -50,6 +54,8 @@ from feast.infra.offline_stores.ibis import (
     pull_latest_from_table_or_query_ibis,
 )
 
+from include.mlops.features import asof
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -61,8 +67,6 @@ if TYPE_CHECKING:
     from feast.infra.registry.base_registry import BaseRegistry
     from feast.repo_config import RepoConfig
     from ibis.expr.types import Table
-
-from include.mlops.features import asof
 
 _MODULE = "include.mlops.features.offline_store"
 
