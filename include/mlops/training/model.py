@@ -156,8 +156,8 @@ def fit_boosting(
     params = xgb_params(device, seed, rounds=rounds, threads=threads)
     # The scikit-learn wrapper's names are also the native parameters' aliases; these two are its own.
     native = {k: v for k, v in params.items() if k not in ("n_estimators", "early_stopping_rounds")}
-    # Early stopping watches the log-loss alone: the validation PR-AUC, a sort of
-    # the validation rows, is computed once at the best round below instead of after every round.
+    # Early stopping watches the log-loss alone: the validation PR-AUC, a sort of the validation
+    # rows, is computed once at the best round below instead of after every round.
     native["eval_metric"] = ["logloss"]
     history: dict[str, dict[str, list[float]]] = {}
     with warnings.catch_warnings():
